@@ -1,0 +1,68 @@
+"""The asyncpg pool, and where its DSN comes from (the configured server or the embedded one)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from core.embedded import EmbeddedPostgres
+from core.settings import Settings
+
+# Errors that mean "the database is not reachable right now" rather than "our SQL is wrong".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    TimeoutError,
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # JSON columns in and out as Python objects, everywhere
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=60,
+        timeout=10,
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def database_dsn(settings: Settings) -> AsyncIterator[str]:
+    """Yield the DSN to use: `DATABASE_URL`, or an embedded server held for the block's duration."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    dsn = embedded.start()
+    try:
+        yield dsn
+    finally:
+        embedded.close()
+
+
+@asynccontextmanager
+async def open_pool(settings: Settings, *, max_size: int | None = None) -> AsyncIterator[asyncpg.Pool]:
+    async with database_dsn(settings) as dsn:
+        pool = await create_pool(dsn, max_size=max_size or settings.db_pool_max)
+        try:
+            yield pool
+        finally:
+            await pool.close()

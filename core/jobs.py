@@ -1,0 +1,293 @@
+"""A small job queue in PostgreSQL: delayed runs, debounce/coalesce keys, retries, leases.
+
+Why not pgqueuer: its `dedupe_key` rejects (or, with `on_conflict="skip"`, drops) a second
+enqueue while a job with the key is queued; it cannot *move* the queued job's run time, which is
+exactly what the reply buffer needs (every client message pushes the dialog's run 5 s later, but
+never past a maximum wait). Expressing that on top of pgqueuer would mean a second table of
+timers, so the queue is this one module over the `jobs` table instead.
+
+Semantics:
+- `enqueue(..., key=K, mode="debounce")`: at most one *queued* job per (name, K); a new enqueue
+  moves its run time to the new one, capped at `first_queued_at + max_wait`. `mode="coalesce"`
+  keeps the earlier run time, so a burst becomes one run that is not postponed. A job that is
+  already running does not absorb new enqueues: they queue a fresh run after it.
+- Workers claim due jobs with `FOR UPDATE SKIP LOCKED`, set a lease and renew it while the
+  handler runs. A worker that dies stops renewing; when the lease expires another worker
+  reclaims the job. Every write after the claim is fenced by the claim's lease token, so a
+  worker that lost its lease cannot complete or reschedule a job someone else now holds.
+- A handler that raises is retried with exponential backoff until `max_attempts`, then the job
+  is kept as `failed` with its last error. Raising `Retry(defer=...)` asks for a specific delay.
+  A successful job is deleted: the domain tables, not the queue, are the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+import asyncpg
+
+from core.logging import get_logger
+
+log = get_logger("core.jobs")
+
+DepsT = TypeVar("DepsT")
+Mode = Literal["debounce", "coalesce"]
+Executor = asyncpg.Pool | asyncpg.Connection
+
+
+class Retry(Exception):  # noqa: N818  # reads as control flow: raise Retry(defer=30)
+    """Raised by a handler to run the job again after `defer` seconds (counts as an attempt)."""
+
+    def __init__(self, defer: float, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        self.defer = defer
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    name: str
+    key: str | None
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    first_queued_at: datetime
+
+
+Handler = Callable[[DepsT, Job], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobSpec(Generic[DepsT]):
+    handler: Handler[DepsT]
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
+
+
+@dataclass
+class JobRegistry(Generic[DepsT]):
+    """Handlers by job name; each domain package registers its own."""
+
+    specs: dict[str, JobSpec[DepsT]] = field(default_factory=dict)
+
+    def register(
+        self, name: str, handler: Handler[DepsT], *, backoff_base: float = 2.0, backoff_max: float = 600.0
+    ) -> None:
+        if name in self.specs:
+            raise ValueError(f"job {name!r} is registered twice")
+        self.specs[name] = JobSpec(handler, backoff_base, backoff_max)
+
+
+async def enqueue(
+    db: Executor,
+    name: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+    delay: float = 0.0,
+    mode: Mode = "debounce",
+    max_wait: float | None = None,
+    max_attempts: int = 10,
+) -> int:
+    """Store a job to run after `delay` seconds; returns its id (the surviving one when keyed)."""
+    payload = payload or {}
+    if key is None:
+        job_id: int = await db.fetchval(
+            """INSERT INTO jobs (name, payload, run_at, max_attempts)
+               VALUES ($1, $2, now() + make_interval(secs => $3), $4) RETURNING id""",
+            name, payload, delay, max_attempts,
+        )
+        return job_id
+    if mode == "debounce":
+        new_run_at = "LEAST(EXCLUDED.run_at, jobs.first_queued_at + make_interval(secs => $6))"
+    else:
+        new_run_at = "LEAST(jobs.run_at, EXCLUDED.run_at)"
+    job_id = await db.fetchval(
+        f"""INSERT INTO jobs (name, key, payload, run_at, max_attempts)
+            VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)
+            ON CONFLICT (name, key) WHERE status = 'queued' AND key IS NOT NULL
+            DO UPDATE SET run_at = {new_run_at}, payload = EXCLUDED.payload, updated_at = now()
+            RETURNING id""",
+        name, key, payload, delay, max_attempts, max_wait if max_wait is not None else 1e9,
+    )
+    return job_id
+
+
+def backoff_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential delay after the `attempts`-th failure, with ±10 % jitter so workers spread out."""
+    delay = min(base * (2 ** max(attempts - 1, 0)), cap)
+    return float(delay * random.uniform(0.9, 1.1))  # noqa: S311  # jitter, not cryptography
+
+
+class Worker(Generic[DepsT]):
+    """Claims and runs jobs until stopped; any number of workers may share one database."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        registry: JobRegistry[DepsT],
+        deps: DepsT,
+        *,
+        concurrency: int = 8,
+        poll_seconds: float = 0.5,
+        lease_seconds: float = 60.0,
+    ) -> None:
+        self.pool = pool
+        self.registry = registry
+        self.deps = deps
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self.lease_seconds = lease_seconds
+        self.worker_id = uuid.uuid4().hex[:12]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        log.info("worker.started", worker=self.worker_id, concurrency=self.concurrency)
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._tasks)
+            claimed: list[tuple[Job, uuid.UUID]] = []
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                except Exception as exc:  # database away: keep the loop alive, try again later
+                    log.warning("worker.claim_failed", error=str(exc), error_type=type(exc).__name__)
+            for job, token in claimed:
+                task = asyncio.create_task(self._execute(job, token))
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+            if not claimed or len(self._tasks) >= self.concurrency:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                except TimeoutError:
+                    pass
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let running jobs finish for `grace` seconds, then hand the rest back."""
+        self._stopping.set()
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        log.info("worker.stopped", worker=self.worker_id)
+
+    async def _claim(self, limit: int) -> list[tuple[Job, uuid.UUID]]:
+        token = uuid.uuid4()
+        rows = await self.pool.fetch(
+            """UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $2,
+                      lease_until = now() + make_interval(secs => $3), updated_at = now()
+               WHERE id IN (
+                   SELECT id FROM jobs
+                   WHERE (status = 'queued' AND run_at <= now())
+                      OR (status = 'running' AND lease_until < now())
+                   ORDER BY run_at
+                   LIMIT $1
+                   FOR UPDATE SKIP LOCKED)
+               RETURNING id, name, key, payload, attempts, max_attempts, first_queued_at""",
+            limit, token, self.lease_seconds,
+        )
+        return [(Job(**dict(r)), token) for r in rows]
+
+    async def _execute(self, job: Job, token: uuid.UUID) -> None:
+        spec = self.registry.specs.get(job.name)
+        if spec is None:
+            await self._fail(job, token, f"no handler registered for {job.name!r}", final=True)
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(job, token))
+        try:
+            await spec.handler(self.deps, job)
+        except asyncio.CancelledError:
+            # shutdown past the grace period: hand the job back at once instead of waiting for the lease
+            await self._release(job, token)
+            raise
+        except Retry as retry:
+            await self._reschedule(job, token, retry.defer, str(retry), final=False)
+        except Exception as exc:
+            final = job.attempts >= job.max_attempts
+            log.warning(
+                "job.failed", job=job.name, job_id=job.id, attempt=job.attempts, final=final,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            delay = backoff_delay(job.attempts, spec.backoff_base, spec.backoff_max)
+            await self._reschedule(job, token, delay, f"{type(exc).__name__}: {exc}", final=final)
+        else:
+            await self._guarded(
+                self.pool.execute("DELETE FROM jobs WHERE id = $1 AND lease_token = $2", job.id, token)
+            )
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, job: Job, token: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self.pool.execute(
+                    """UPDATE jobs SET lease_until = now() + make_interval(secs => $3)
+                       WHERE id = $1 AND lease_token = $2""",
+                    job.id, token, self.lease_seconds,
+                )
+            except Exception as exc:
+                log.warning("job.heartbeat_failed", job_id=job.id, error=str(exc))
+
+    async def _reschedule(self, job: Job, token: uuid.UUID, delay: float, error: str, *, final: bool) -> None:
+        if final:
+            await self._fail(job, token, error, final=True)
+            return
+        try:
+            await self.pool.execute(
+                """UPDATE jobs SET status = 'queued', run_at = now() + make_interval(secs => $3),
+                          lease_token = NULL, lease_until = NULL, last_error = $4, updated_at = now()
+                   WHERE id = $1 AND lease_token = $2""",
+                job.id, token, delay, error[:2000],
+            )
+        except asyncpg.UniqueViolationError:
+            # a newer run of the same key is already queued and will do this work
+            await self._guarded(
+                self.pool.execute("DELETE FROM jobs WHERE id = $1 AND lease_token = $2", job.id, token)
+            )
+        except Exception as exc:
+            log.warning("job.reschedule_failed", job_id=job.id, error=str(exc))
+
+    async def _fail(self, job: Job, token: uuid.UUID, error: str, *, final: bool) -> None:
+        log.error("job.gave_up", job=job.name, job_id=job.id, attempts=job.attempts, error=error[:500])
+        await self._guarded(
+            self.pool.execute(
+                """UPDATE jobs SET status = 'failed', lease_token = NULL, lease_until = NULL,
+                          last_error = $3, updated_at = now()
+                   WHERE id = $1 AND lease_token = $2""",
+                job.id, token, error[:2000],
+            )
+        )
+
+    async def _release(self, job: Job, token: uuid.UUID) -> None:
+        await self._reschedule(job, token, 0.0, "released at shutdown", final=False)
+        # a release is not a failed attempt
+        await self._guarded(
+            self.pool.execute(
+                "UPDATE jobs SET attempts = greatest(attempts - 1, 0) WHERE id = $1 AND status = 'queued'",
+                job.id,
+            )
+        )
+
+    @staticmethod
+    async def _guarded(awaitable: Awaitable[Any]) -> None:
+        # if the database is gone the lease simply expires and the job is reclaimed later
+        try:
+            await awaitable
+        except Exception as exc:
+            log.warning("job.bookkeeping_failed", error=str(exc))

@@ -1,0 +1,59 @@
+"""Process settings, read from the environment (DESIGN.md "Contract: Environment")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a qualibot process needs to know about its surroundings.
+
+    Field names map to the documented variables; tenants (accounts, directions, tokens) live in
+    the database and come from `qualibot config apply`, never from here.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="QUALIBOT_", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    data_dir: Path = Path(".qualibot")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    buffer_seconds: float = Field(default=5.0, ge=0)
+    # a person who keeps typing still gets an answer after this long
+    buffer_max_seconds: float = Field(default=60.0, ge=0)
+    # a human operator's message pauses the bot for this dialog this long
+    operator_pause_hours: float = Field(default=12.0, ge=0)
+    openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_seconds: float = Field(default=30.0, gt=0)
+    meta_graph_url: str = Field(
+        default="https://graph.facebook.com", validation_alias=AliasChoices("META_GRAPH_URL")
+    )
+    meta_api_version: str = Field(default="v25.0", validation_alias=AliasChoices("META_API_VERSION"))
+    meta_timeout_seconds: float = Field(default=10.0, gt=0)
+    partner_agent: str = "qualibot"
+    log_level: str = "info"
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # worker tuning
+    worker_concurrency: int = Field(default=8, ge=1)
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value
+
+    @field_validator("meta_graph_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")

@@ -1,0 +1,111 @@
+"""The aiohttp application: resources as cleanup contexts, middlewares, routes wiring."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from core.context import AppContext, make_llm
+from core.db import UNAVAILABLE_ERRORS, create_pool, database_dsn
+from core.jobs import JobRegistry, Worker
+from core.logging import get_logger
+from core.settings import Settings
+from core.web import CTX, ApiError, error_response
+from qualibot import health
+from qualibot.wiring import add_domain_routes, job_registry
+
+log = get_logger("qualibot.app")
+
+WORKER: web.AppKey[Worker[AppContext] | None] = web.AppKey("worker", Worker)  # type: ignore[arg-type]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """4xx as `{"error", "detail"}`; a database outage as 503 (so peers retry); other 5xx without internals."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.detail, **exc.extra)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, "body_too_large", f"the body exceeds {exc.max_size} bytes")
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        raise
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("http.database_unavailable", path=request.path, error_type=type(exc).__name__)
+        return error_response(503, "database_unavailable", "the database is unavailable; retry later")
+    except asyncpg.PostgresError as exc:
+        log.error("http.database_error", path=request.path, error_type=type(exc).__name__, error=str(exc))
+        return error_response(500, "internal_error", "internal error")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("http.unhandled", path=request.path)
+        return error_response(500, "internal_error", "internal error")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    with_workers: bool = False,
+    registry: JobRegistry[AppContext] | None = None,
+) -> web.Application:
+    """Build the app. With `pool`, that pool is used (tests); otherwise one is opened on start."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        async with database_dsn(settings) if pool is None else _nothing() as dsn:
+            own_pool = pool or await create_pool(dsn or "", max_size=settings.db_pool_max)
+            http = aiohttp.ClientSession()
+            ctx = AppContext(settings=settings, pool=own_pool, http=http, llm=make_llm(settings))
+            app[CTX] = ctx
+            try:
+                yield
+            finally:
+                await http.close()
+                if ctx.llm is not None:
+                    await ctx.llm.close()
+                if pool is None:
+                    await own_pool.close()
+
+    async def workers(app: web.Application) -> AsyncIterator[None]:
+        ctx = app[CTX]
+        worker = Worker(
+            ctx.pool, registry or job_registry(), ctx,
+            concurrency=settings.worker_concurrency,
+            poll_seconds=settings.worker_poll_seconds,
+            lease_seconds=settings.job_lease_seconds,
+        )
+        app[WORKER] = worker
+        task = asyncio.create_task(worker.run())
+        try:
+            yield
+        finally:
+            await worker.stop(settings.shutdown_grace_seconds)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    app.cleanup_ctx.append(resources)
+    if with_workers:
+        app.cleanup_ctx.append(workers)
+    health.add_routes(app)
+    add_domain_routes(app)
+    return app
+
+
+class _nothing:
+    """`async with` that yields None: the pool was given, no DSN to hold."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None

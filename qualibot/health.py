@@ -1,0 +1,43 @@
+"""`GET /healthz` and `GET /metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+
+from core.web import CTX
+
+JOBS = Gauge("qualibot_jobs", "Jobs in the queue by state", ["state"])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    try:
+        await asyncio.wait_for(ctx.pool.fetchval("SELECT 1"), timeout=2.0)
+    except Exception as exc:
+        return web.json_response(
+            {"status": "unavailable", "detail": f"database: {type(exc).__name__}"}, status=503
+        )
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    try:
+        rows = await asyncio.wait_for(
+            ctx.pool.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status"), timeout=2.0
+        )
+        counts = {r["status"]: r["n"] for r in rows}
+        for state in ("queued", "running", "failed"):
+            JOBS.labels(state=state).set(counts.get(state, 0))
+    except Exception:  # noqa: S110  # metrics still answer without the database; /healthz reports it
+        pass
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)

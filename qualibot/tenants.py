@@ -1,0 +1,217 @@
+"""Tenants as code: the config file schema, `config apply` and `config export`.
+
+The file is the truth for what it names: applying it upserts every account, ad account, CRM
+connection, direction and instance it lists, in one transaction, and changes nothing when the
+database already matches. Objects missing from the file are left alone (removal is deliberate
+and done in SQL), so applying one tenant's file never touches another tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LEVELS = (1, 2, 3)
+DEFAULT_EVENT_NAMES = {1: "Lead", 2: "CompleteRegistration", 3: "Schedule"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CrmField(_Strict):
+    field_id: str
+    field_name: str | None = None
+    field_type: str | None = None
+    enum_id: str | None = None
+    enum_value: str | None = None
+    value: str | None = None  # text fields: equality
+    entity_type: Literal["contact", "deal", "lead", "company"] | None = None
+
+    @field_validator("field_id", "enum_id", "value", mode="before")
+    @classmethod
+    def _as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
+class EventValue(_Strict):
+    value: float = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Za-z]{3}$")
+
+
+class Capi(_Strict):
+    enabled: bool = False
+    source: Literal["whatsapp", "crm"] = "whatsapp"
+    crm_connection: str | None = None
+    test_event_code: str | None = None
+    event_names: dict[Literal[1, 2, 3], str] = Field(default_factory=dict)
+    event_values: dict[Literal[1, 2, 3], EventValue] = Field(default_factory=dict)
+    interest_fields: list[CrmField] = Field(default_factory=list)
+    qualified_fields: list[CrmField] = Field(default_factory=list)
+    scheduled_fields: list[CrmField] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _crm_needs_connection(self) -> Capi:
+        if self.source == "crm" and not self.crm_connection:
+            raise ValueError("capi.source is crm: capi.crm_connection must name one of the account's connections")
+        return self
+
+
+class Direction(_Strict):
+    id: str = Field(min_length=1)
+    name: str
+    ad_account: str | None = None
+    pixel_id: str | None = None
+    whatsapp_business_account_id: str | None = None
+    ad_ids: list[str] = Field(default_factory=list)
+    bot_prompt: str | None = None
+    qualification_prompt: str | None = None
+    capi: Capi = Field(default_factory=Capi)
+
+    @field_validator("pixel_id", "whatsapp_business_account_id", mode="before")
+    @classmethod
+    def _id_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("ad_ids", mode="before")
+    @classmethod
+    def _ids_text(cls, v: Any) -> Any:
+        return [str(x) if isinstance(x, int) else x for x in v] if isinstance(v, list) else v
+
+
+class AdAccount(_Strict):
+    id: str = Field(min_length=1)
+    access_token: str | None = None
+
+
+class Instance(_Strict):
+    name: str = Field(min_length=1)
+    api_url: str = Field(pattern=r"^https?://")
+    api_key: str = Field(min_length=1)
+    webhook_secret: str = Field(min_length=16)
+    default_direction: str | None = None
+
+
+class CrmConnection(_Strict):
+    id: str = Field(min_length=1)
+    type: Literal["amocrm", "bitrix24"]
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    access_token: str | None = None
+    account_id: str | None = None
+    subdomain: str | None = None
+    webhook_secret: str | None = None
+    rest_url: str | None = Field(default=None, pattern=r"^https?://")
+    application_token: str | None = None
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+
+    @field_validator("account_id", mode="before")
+    @classmethod
+    def _id_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _complete(self) -> CrmConnection:
+        if self.type == "amocrm":
+            missing = [f for f in ("base_url", "access_token", "webhook_secret") if not getattr(self, f)]
+            if not (self.account_id or self.subdomain):
+                missing.append("account_id or subdomain")
+        else:
+            missing = [f for f in ("rest_url", "application_token") if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"a {self.type} connection needs {', '.join(missing)}")
+        return self
+
+
+class Account(_Strict):
+    id: str = Field(min_length=1)
+    name: str
+    default_region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
+    access_token: str | None = None
+    ad_accounts: list[AdAccount] = Field(default_factory=list)
+    whatsapp_instances: list[Instance] = Field(default_factory=list)
+    crm_connections: list[CrmConnection] = Field(default_factory=list)
+    directions: list[Direction] = Field(default_factory=list)
+
+
+class TenantConfig(_Strict):
+    accounts: list[Account] = Field(default_factory=list)
+
+
+class ConfigError(ValueError):
+    """The file is not a valid config; `problems` holds one line per error, each naming its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isdigit() and out.endswith(("event_names", "event_values")):
+            out += f".{part}"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _cross_references(cfg: TenantConfig) -> list[str]:
+    problems: list[str] = []
+    seen: dict[str, dict[str, str]] = {"account": {}, "direction": {}, "instance": {}, "crm": {}, "ad": {}}
+
+    def unique(kind: str, key: str, path: str) -> None:
+        if key in seen[kind]:
+            problems.append(f"{path}: duplicate id {key!r} (also at {seen[kind][key]})")
+        seen[kind][key] = path
+
+    for ai, acc in enumerate(cfg.accounts):
+        base = f"accounts[{ai}]"
+        unique("account", acc.id, f"{base}.id")
+        ads = {a.id for a in acc.ad_accounts}
+        crms = {c.id: c for c in acc.crm_connections}
+        dirs = {d.id for d in acc.directions}
+        for i, ad in enumerate(acc.ad_accounts):
+            unique("ad", ad.id, f"{base}.ad_accounts[{i}].id")
+        for i, crm in enumerate(acc.crm_connections):
+            unique("crm", crm.id, f"{base}.crm_connections[{i}].id")
+        for i, inst in enumerate(acc.whatsapp_instances):
+            unique("instance", inst.name, f"{base}.whatsapp_instances[{i}].name")
+            if inst.default_direction and inst.default_direction not in dirs:
+                problems.append(
+                    f"{base}.whatsapp_instances[{i}].default_direction: "
+                    f"no direction {inst.default_direction!r} in this account"
+                )
+        for i, d in enumerate(acc.directions):
+            p = f"{base}.directions[{i}]"
+            unique("direction", d.id, f"{p}.id")
+            if d.ad_account and d.ad_account not in ads:
+                problems.append(f"{p}.ad_account: no ad account {d.ad_account!r} in this account")
+            if d.capi.crm_connection and d.capi.crm_connection not in crms:
+                problems.append(f"{p}.capi.crm_connection: no CRM connection {d.capi.crm_connection!r} in this account")
+    return problems
+
+
+def parse_config(data: Any) -> TenantConfig:
+    """Validate a loaded YAML document; raises ConfigError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): must be a mapping with an `accounts` list"])
+    try:
+        cfg = TenantConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
+                msg = "must be " + str(err["ctx"]["expected"]).replace("'", "")
+            problems.append(f"{_path(tuple(err['loc'])) or '(top level)'}: {msg}")
+        raise ConfigError(problems) from None
+    problems = _cross_references(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

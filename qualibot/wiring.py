@@ -1,0 +1,28 @@
+"""Where the domain packages plug in: their routes and their job handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+import bot.routes
+import bot.jobs
+import capi.jobs
+import crm.routes
+import crm.jobs
+import qualification.jobs
+from core.context import AppContext
+from core.jobs import JobRegistry
+
+
+def add_domain_routes(app: web.Application) -> None:
+    bot.routes.add_routes(app)
+    crm.routes.add_routes(app)
+
+
+def job_registry() -> JobRegistry[AppContext]:
+    registry: JobRegistry[AppContext] = JobRegistry()
+    bot.jobs.register_jobs(registry)
+    crm.jobs.register_jobs(registry)
+    qualification.jobs.register_jobs(registry)
+    capi.jobs.register_jobs(registry)
+    return registry
