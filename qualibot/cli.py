@@ -1,0 +1,70 @@
+"""`qualibot` command line. Each command lives in a `qualibot.cmd_*` module exposing
+`add_parser(subparsers)`; the parser it adds sets `func=async (args, settings) -> exit code`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.logging import configure_logging
+from core.settings import Settings
+
+COMMAND_MODULES = [
+    "qualibot.cmd_migrate",
+    "qualibot.cmd_config",
+    "qualibot.cmd_serve",
+]
+
+Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qualibot", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise CliError("invalid environment: " + "; ".join(lines), code=2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # unknown arguments: argparse exits 2 with usage
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        func: Command = args.func
+        return asyncio.run(func(args, settings))
+    except CliError as exc:
+        print(f"qualibot: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_main() -> Any:  # pragma: no cover - console entry
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
