@@ -33,6 +33,7 @@ from typing import Any, Generic, Literal, TypeVar
 import asyncpg
 
 from core.logging import get_logger
+from core.metrics import JOBS_DONE
 
 log = get_logger("core.jobs")
 
@@ -216,9 +217,11 @@ class Worker(Generic[DepsT]):
             await self._release(job, token)
             raise
         except Retry as retry:
+            JOBS_DONE.labels(job.name, "retry").inc()
             await self._reschedule(job, token, retry.defer, str(retry), final=False)
         except Exception as exc:
             final = job.attempts >= job.max_attempts
+            JOBS_DONE.labels(job.name, "failed" if final else "error").inc()
             log.warning(
                 "job.failed", job=job.name, job_id=job.id, attempt=job.attempts, final=final,
                 error=f"{type(exc).__name__}: {exc}",
@@ -226,6 +229,7 @@ class Worker(Generic[DepsT]):
             delay = backoff_delay(job.attempts, spec.backoff_base, spec.backoff_max)
             await self._reschedule(job, token, delay, f"{type(exc).__name__}: {exc}", final=final)
         else:
+            JOBS_DONE.labels(job.name, "ok").inc()
             await self._guarded(
                 self.pool.execute("DELETE FROM jobs WHERE id = $1 AND lease_token = $2", job.id, token)
             )
