@@ -108,7 +108,7 @@ async def enqueue(
     if mode == "debounce":
         new_run_at = "LEAST(EXCLUDED.run_at, jobs.first_queued_at + make_interval(secs => $6))"
     else:
-        new_run_at = "LEAST(jobs.run_at, EXCLUDED.run_at)"
+        new_run_at = "LEAST(jobs.run_at, EXCLUDED.run_at, jobs.first_queued_at + make_interval(secs => $6))"
     job_id = await db.fetchval(
         f"""INSERT INTO jobs (name, key, payload, run_at, max_attempts)
             VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)

@@ -33,7 +33,9 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qualibot", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="qualibot", description="WhatsApp and CRM lead qualification reported to Meta's Conversions API."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
@@ -63,8 +65,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_main() -> Any:  # pragma: no cover - console entry
-    sys.exit(main())
-
-
-if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

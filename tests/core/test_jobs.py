@@ -1,0 +1,197 @@
+"""The Postgres job queue: debounce, retries with backoff, lease reclaim, exclusive runs."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from core.context import AppContext
+from core.jobs import Job, JobRegistry, Retry, Worker, enqueue
+from core.settings import Settings
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def runs_table(db: asyncpg.Pool) -> asyncpg.Pool:
+    await db.execute(
+        """CREATE TABLE IF NOT EXISTS test_job_runs (
+               id bigserial PRIMARY KEY, job_key text, pid int,
+               started_at timestamptz, ended_at timestamptz)"""
+    )
+    await db.execute("TRUNCATE test_job_runs")
+    return db
+
+
+@pytest.fixture
+async def in_process_worker(
+    db: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> AsyncIterator[Callable[[JobRegistry[AppContext]], Worker[AppContext]]]:
+    started: list[tuple[Worker[AppContext], asyncio.Task[None]]] = []
+    http = aiohttp.ClientSession()
+    ctx = AppContext(settings=make_settings(), pool=db, http=http, llm=None)
+
+    def start(registry: JobRegistry[AppContext]) -> Worker[AppContext]:
+        worker = Worker(db, registry, ctx, concurrency=4, poll_seconds=0.02, lease_seconds=5)
+        started.append((worker, asyncio.create_task(worker.run())))
+        return worker
+
+    yield start
+    for worker, task in started:
+        await worker.stop(grace=2)
+        task.cancel()
+    await http.close()
+
+
+async def test_ten_enqueues_of_one_key_within_a_second_run_once(
+    db: asyncpg.Pool, in_process_worker: Callable[[JobRegistry[AppContext]], Worker[AppContext]]
+) -> None:
+    ran: list[dict[str, object]] = []
+
+    async def handler(ctx: AppContext, job: Job) -> None:
+        ran.append(job.payload)
+
+    registry: JobRegistry[AppContext] = JobRegistry()
+    registry.register("t.debounce", handler)
+    in_process_worker(registry)
+    for i in range(10):
+        await enqueue(db, "t.debounce", {"n": i}, key="dialog:1", delay=0.3)
+        await asyncio.sleep(0.05)
+    async def done() -> bool:
+        return bool(ran) and await _count(db, "SELECT count(*) FROM jobs") == 0
+
+    await wait_for(done, timeout=5, what="the run")
+    await asyncio.sleep(0.5)  # would a second run appear? (the only remaining job would be due by now)
+    assert ran == [{"n": 9}]  # one run, with the latest payload
+
+
+async def test_debounce_never_waits_past_max_wait(db: asyncpg.Pool) -> None:
+    first = await enqueue(db, "t.max", {}, key="k", delay=1.0, max_wait=2.0)
+    for _ in range(5):
+        again = await enqueue(db, "t.max", {}, key="k", delay=10.0, max_wait=2.0)
+        assert again == first
+    row = await db.fetchrow("SELECT run_at - first_queued_at AS wait FROM jobs WHERE id = $1", first)
+    assert row["wait"].total_seconds() == pytest.approx(2.0, abs=0.05)
+
+
+async def test_coalesce_keeps_the_earlier_run_time(db: asyncpg.Pool) -> None:
+    first = await enqueue(db, "t.co", {}, key="k", delay=0.5, mode="coalesce")
+    await enqueue(db, "t.co", {}, key="k", delay=30, mode="coalesce")
+    wait = await db.fetchval("SELECT extract(epoch FROM run_at - now()) FROM jobs WHERE id = $1", first)
+    assert wait < 1
+
+
+async def test_failing_job_retries_with_growing_delays_and_stops_at_max(
+    db: asyncpg.Pool, in_process_worker: Callable[[JobRegistry[AppContext]], Worker[AppContext]]
+) -> None:
+    seen: list[float] = []
+
+    async def handler(ctx: AppContext, job: Job) -> None:
+        seen.append(asyncio.get_running_loop().time())
+        raise RuntimeError("peer is down")
+
+    registry: JobRegistry[AppContext] = JobRegistry()
+    registry.register("t.fail", handler, backoff_base=0.1, backoff_max=5)
+    in_process_worker(registry)
+    job_id = await enqueue(db, "t.fail", {}, max_attempts=4)
+
+    async def failed() -> asyncpg.Record | None:
+        return await db.fetchrow("SELECT * FROM jobs WHERE id = $1 AND status = 'failed'", job_id)
+
+    row = await wait_for(failed, timeout=10, what="the job to give up")
+    assert row["attempts"] == 4 and "peer is down" in row["last_error"]
+    assert len(seen) == 4
+    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    assert gaps[0] < gaps[1] < gaps[2]  # 0.1, 0.2, 0.4 s (±10 % jitter)
+
+
+async def test_retry_defers_as_asked(
+    db: asyncpg.Pool, in_process_worker: Callable[[JobRegistry[AppContext]], Worker[AppContext]]
+) -> None:
+    calls: list[int] = []
+
+    async def handler(ctx: AppContext, job: Job) -> None:
+        calls.append(job.attempts)
+        if job.attempts == 1:
+            raise Retry(defer=0.2, reason="not yet")
+
+    registry: JobRegistry[AppContext] = JobRegistry()
+    registry.register("t.retry", handler)
+    in_process_worker(registry)
+    await enqueue(db, "t.retry", {})
+    async def done() -> bool:
+        return calls == [1, 2] and await _count(db, "SELECT count(*) FROM jobs") == 0
+
+    await wait_for(done, timeout=5, what="the retried run")
+
+
+async def _count(db: asyncpg.Pool, sql: str) -> int:
+    return int(await db.fetchval(sql))
+
+
+def _spawn_worker(database_url: str, lease: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.core.worker_proc", database_url, str(lease)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+async def test_job_of_a_worker_killed_with_sigkill_runs_again(runs_table: asyncpg.Pool, database_url: str) -> None:
+    db = runs_table
+    victim = _spawn_worker(database_url, lease=1.0)
+    try:
+        await enqueue(db, "test.record", {"sleep": 30}, key="long-job")
+        await wait_for(lambda: _count(db, "SELECT count(*) FROM test_job_runs"), timeout=10, what="first start")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+    finally:
+        victim.kill()
+    await db.execute("UPDATE jobs SET payload = '{\"sleep\": 0}'")  # the rerun may finish quickly
+    rescuer = _spawn_worker(database_url, lease=1.0)
+    try:
+        await wait_for(
+            lambda: _count(db, "SELECT count(*) FROM test_job_runs WHERE ended_at IS NOT NULL"),
+            timeout=15, what="the reclaimed job to finish",
+        )
+        runs = await db.fetch("SELECT pid, ended_at FROM test_job_runs ORDER BY id")
+        assert [r["pid"] for r in runs] == [victim.pid, rescuer.pid]
+        assert runs[0]["ended_at"] is None
+        assert await _count(db, "SELECT count(*) FROM jobs") == 0
+    finally:
+        rescuer.send_signal(signal.SIGTERM)
+        rescuer.wait(timeout=10)
+
+
+async def test_two_worker_processes_never_run_one_job_at_the_same_time(
+    runs_table: asyncpg.Pool, database_url: str
+) -> None:
+    db = runs_table
+    for i in range(120):
+        await enqueue(db, "test.record", {"sleep": 0.01}, key=f"job-{i}")
+    workers = [_spawn_worker(database_url, lease=5.0) for _ in range(2)]
+    try:
+        async def drained() -> bool:
+            return await _count(db, "SELECT count(*) FROM jobs") == 0
+
+        await wait_for(drained, timeout=30, what="the queue to drain")
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=10)
+    per_job = await db.fetch("SELECT job_key, count(*) AS n FROM test_job_runs GROUP BY job_key")
+    assert len(per_job) == 120 and all(r["n"] == 1 for r in per_job)
+    pids = {r["pid"] for r in await db.fetch("SELECT DISTINCT pid FROM test_job_runs")}
+    assert pids == {w.pid for w in workers}  # both really worked
