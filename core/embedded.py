@@ -33,7 +33,9 @@ class EmbeddedPostgres:
             import pgserver
 
             try:
-                self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+                self._server = pgserver.get_server(  # type: ignore[attr-defined]  # re-exported, not in __all__
+                    self.pgdata, cleanup_mode="stop"
+                )
             except Exception as exc:  # pgserver raises bare exceptions from initdb/pg_ctl
                 raise EmbeddedDatabaseError(f"cannot start embedded PostgreSQL in {self.pgdata}: {exc}") from exc
         dsn: str = self._server.get_uri()

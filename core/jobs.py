@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import asyncpg
 
@@ -39,10 +39,10 @@ log = get_logger("core.jobs")
 
 DepsT = TypeVar("DepsT")
 Mode = Literal["debounce", "coalesce"]
-Executor = asyncpg.Pool | asyncpg.Connection
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
-class Retry(Exception):  # noqa: N818  # reads as control flow: raise Retry(defer=30)
+class Retry(Exception):  # reads as control flow: raise Retry(defer=30)
     """Raised by a handler to run the job again after `defer` seconds (counts as an attempt)."""
 
     def __init__(self, defer: float, reason: str = "retry requested") -> None:

@@ -20,7 +20,7 @@ from qualibot.wiring import add_domain_routes, job_registry
 
 log = get_logger("qualibot.app")
 
-WORKER: web.AppKey[Worker[AppContext] | None] = web.AppKey("worker", Worker)  # type: ignore[arg-type]
+WORKER: web.AppKey[Worker[AppContext]] = web.AppKey("worker", Worker)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,8 +32,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.detail, **exc.extra)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, "body_too_large", f"the body exceeds {exc.max_size} bytes")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CTX].settings.max_body_bytes
+        return error_response(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)

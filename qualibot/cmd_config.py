@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ def add_parser(sub: Any) -> None:
 async def run_apply(args: argparse.Namespace, settings: Settings) -> int:
     path: Path = args.file
     try:
-        text = path.read_text(encoding="utf-8")
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
     except OSError as exc:
         raise CliError(f"{path}: {exc.strerror}", code=2) from None
     try:

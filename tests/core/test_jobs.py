@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import subprocess
 import sys
@@ -110,7 +111,7 @@ async def test_failing_job_retries_with_growing_delays_and_stops_at_max(
     row = await wait_for(failed, timeout=10, what="the job to give up")
     assert row["attempts"] == 4 and "peer is down" in row["last_error"]
     assert len(seen) == 4
-    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
     assert gaps[0] < gaps[1] < gaps[2]  # 0.1, 0.2, 0.4 s (±10 % jitter)
 
 
@@ -195,3 +196,32 @@ async def test_two_worker_processes_never_run_one_job_at_the_same_time(
     assert len(per_job) == 120 and all(r["n"] == 1 for r in per_job)
     pids = {r["pid"] for r in await db.fetch("SELECT DISTINCT pid FROM test_job_runs")}
     assert pids == {w.pid for w in workers}  # both really worked
+
+
+async def test_stop_lets_in_flight_jobs_finish_and_hands_back_the_rest(
+    db: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    finished: list[str] = []
+
+    async def handler(ctx: AppContext, job: Job) -> None:
+        await asyncio.sleep(float(job.payload["sleep"]))
+        finished.append(str(job.key))
+
+    registry: JobRegistry[AppContext] = JobRegistry()
+    registry.register("t.slow", handler)
+    async with aiohttp.ClientSession() as http:
+        ctx = AppContext(settings=make_settings(), pool=db, http=http, llm=None)
+        worker = Worker(db, registry, ctx, concurrency=4, poll_seconds=0.02, lease_seconds=30)
+        await enqueue(db, "t.slow", {"sleep": 0.3}, key="short")
+        await enqueue(db, "t.slow", {"sleep": 60}, key="long")
+        task = asyncio.create_task(worker.run())
+
+        async def both_running() -> bool:
+            return await _count(db, "SELECT count(*) FROM jobs WHERE status = 'running'") == 2
+
+        await wait_for(both_running, timeout=5, what="both jobs to start")
+        await worker.stop(grace=1.0)
+        task.cancel()
+    assert finished == ["short"]
+    row = await db.fetchrow("SELECT status, attempts, lease_token FROM jobs WHERE key = 'long'")
+    assert row["status"] == "queued" and row["attempts"] == 0 and row["lease_token"] is None

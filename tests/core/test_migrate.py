@@ -53,7 +53,7 @@ async def test_an_edited_applied_migration_is_refused(tmp_path: Path) -> None:
             assert await migrate(conn, folder) == []
             (folder / "001_first.sql").write_text("CREATE TABLE t_first (id bigint);")
             (folder / "002_second.sql").write_text("CREATE TABLE t_second (id int);")
-            with pytest.raises(MigrationError, match="001_first.sql was applied and has been edited"):
+            with pytest.raises(MigrationError, match=r"001_first\.sql was applied and has been edited"):
                 await migrate(conn, folder)
             assert await conn.fetchval("SELECT to_regclass('t_second')") is None  # nothing else applied
         finally:

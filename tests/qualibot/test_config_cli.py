@@ -64,7 +64,7 @@ async def test_a_config_with_errors_names_every_error_and_writes_nothing(
     acc["whatsapp_instances"][0]["webhook_secret"] = "short"
     acc["crm_connections"][1].pop("application_token")
     acc["directions"].append({"id": "second", "name": "Second", "capi": {"source": "crm"}})
-    code, out, err = await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg)))
+    code, _, err = await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg)))
     assert code == 2
     assert "accounts[0].directions[0].capi.source: must be whatsapp or crm" in err
     assert "accounts[0].whatsapp_instances[0].webhook_secret:" in err
