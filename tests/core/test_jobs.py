@@ -179,10 +179,10 @@ async def test_two_worker_processes_never_run_one_job_at_the_same_time(
     runs_table: asyncpg.Pool, database_url: str
 ) -> None:
     db = runs_table
-    for i in range(120):
-        await enqueue(db, "test.record", {"sleep": 0.01}, key=f"job-{i}")
     workers = [_spawn_worker(database_url, lease=5.0) for _ in range(2)]
     try:
+        for i in range(120):
+            await enqueue(db, "test.record", {"sleep": 0.05}, key=f"job-{i}")
         async def drained() -> bool:
             return await _count(db, "SELECT count(*) FROM jobs") == 0
 

@@ -40,7 +40,7 @@ async def test_serve_answers_healthz_and_exits_on_sigterm(db: asyncpg.Pool, data
                 except aiohttp.ClientConnectionError:
                     return False
 
-            await wait_for(healthy, timeout=20, what="serve to answer /healthz")
+            await wait_for(healthy, timeout=60, what="serve to answer /healthz")
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
     finally:
