@@ -62,6 +62,9 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
 def configure_logging(level: str = "info", *, stream: Any = None) -> None:
     numeric = logging.getLevelName(level.upper())
     logging.basicConfig(stream=stream or sys.stderr, level=numeric, format="%(message)s")
+    # libraries that narrate every request or subprocess at INFO: their warnings still show
+    for noisy in ("httpx", "httpcore", "openai", "pgserver", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

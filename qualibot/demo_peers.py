@@ -1,0 +1,127 @@
+"""Local stand-ins for Evolution API, an OpenAI-compatible LLM and Meta's Graph API — for
+`qualibot demo` only. They listen on 127.0.0.1, label every answer as a demo, and are never
+imported by the serving path.
+
+The LLM stand-in reads the transcript the way the real model would receive it (one JSON object
+per line) and applies keyword rules, so the demo shows the real evidence checks at work.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+DEMO_LABEL = "qualibot-demo-stand-in"
+_QUALIFIED = re.compile(r"budget|бюджет", re.I)
+_BOOKED = re.compile(r"\b(book|booked|confirm|записать|запишите|подтверждаю)\b|\d{1,2}:\d{2}", re.I)
+
+
+class StandIns:
+    """Three tiny servers on one aiohttp app each; `start()` returns their base URLs."""
+
+    def __init__(self) -> None:
+        self.sent_texts: list[dict[str, Any]] = []
+        self.meta_events: list[dict[str, Any]] = []
+        self._runners: list[web.AppRunner] = []
+
+    async def start(self) -> dict[str, str]:
+        urls = {}
+        for name, app in (("evolution", self._evolution()), ("llm", self._llm()), ("meta", self._meta())):
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._runners.append(runner)
+            urls[name] = f"http://127.0.0.1:{port}"
+        return urls
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+
+    # Evolution API: POST /message/sendText/{instance}
+    def _evolution(self) -> web.Application:
+        async def send_text(request: web.Request) -> web.Response:
+            body = await request.json()
+            self.sent_texts.append(body)
+            return web.json_response({
+                "key": {"remoteJid": f"{body.get('number')}@s.whatsapp.net", "fromMe": True,
+                        "id": uuid.uuid4().hex[:20].upper()},
+                "message": {"conversation": body.get("text", "")}, "status": "PENDING",
+                "messageTimestamp": int(time.time()), "label": DEMO_LABEL,
+            }, status=201)
+
+        app = web.Application()
+        app.router.add_post("/message/sendText/{instance}", send_text)
+        return app
+
+    # OpenAI-compatible: POST /v1/chat/completions
+    def _llm(self) -> web.Application:
+        async def completions(request: web.Request) -> web.Response:
+            body = await request.json()
+            content = self._analysis(body) if body.get("response_format") else self._reply(body)
+            return web.json_response({
+                "id": f"chatcmpl-{DEMO_LABEL}", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model", DEMO_LABEL),
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                             "message": {"role": "assistant", "content": content, "refusal": None}}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            })
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", completions)
+        return app
+
+    @staticmethod
+    def _transcript(body: dict[str, Any]) -> list[dict[str, Any]]:
+        lines = []
+        for message in body.get("messages", []):
+            for line in str(message.get("content") or "").splitlines():
+                if line.startswith("{") and '"role"' in line:
+                    try:
+                        lines.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue
+        return lines
+
+    def _analysis(self, body: dict[str, Any]) -> str:
+        client = [m for m in self._transcript(body) if m.get("role") == "client"]
+        qualified = [m["id"] for m in client if _QUALIFIED.search(m.get("text", ""))]
+        booked = [m["id"] for m in client if _BOOKED.search(m.get("text", ""))]
+        return json.dumps({
+            "is_interested": bool(client), "is_qualified": bool(qualified), "is_scheduled": bool(booked),
+            "evidence_message_ids": sorted(set(qualified + booked)),
+            "reasoning": f"{DEMO_LABEL}: keyword rules over the client's messages",
+        })
+
+    def _reply(self, body: dict[str, Any]) -> str:
+        last = str((body.get("messages") or [{}])[-1].get("content") or "")
+        if _BOOKED.search(last):
+            return "You're booked for Tuesday at 10:00. See you at Smile Clinic!"
+        if _QUALIFIED.search(last):
+            return "Thank you! We have free slots on Tuesday at 10:00 or Wednesday at 15:00. Which suits you?"
+        return "Hello! Which tooth needs an implant, and when would you like to come?"
+
+    # Meta Graph API: POST /{version}/{dataset}/events
+    def _meta(self) -> web.Application:
+        async def events(request: web.Request) -> web.Response:
+            if request.content_type == "application/json":
+                body = await request.json()
+            else:
+                form = await request.post()
+                body = {"data": json.loads(str(form.get("data", "[]")))}
+            data = body.get("data") or []
+            self.meta_events.extend(data)
+            return web.json_response({"events_received": len(data), "messages": [DEMO_LABEL],
+                                      "fbtrace_id": f"{DEMO_LABEL}-{uuid.uuid4().hex[:8]}"})
+
+        app = web.Application()
+        app.router.add_post("/{version}/{dataset}/events", events)
+        return app
+
