@@ -59,6 +59,19 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+class _LateStderrLogger:
+    """Writes each line to whatever `sys.stderr` is *now* (test runners swap and close streams)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _late_stderr_factory(*_: Any) -> _LateStderrLogger:
+    return _LateStderrLogger()
+
+
 def configure_logging(level: str = "info", *, stream: Any = None) -> None:
     numeric = logging.getLevelName(level.upper())
     logging.basicConfig(stream=stream or sys.stderr, level=numeric, format="%(message)s")
@@ -75,7 +88,7 @@ def configure_logging(level: str = "info", *, stream: Any = None) -> None:
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream) if stream else _late_stderr_factory,
         cache_logger_on_first_use=False,
     )
 

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from core.db import open_pool
 from core.migrate import migrate
@@ -92,16 +93,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         await stand_ins.stop()
 
 
-async def _play(settings: Settings, pool: Any, stand_ins: StandIns, timeout: float) -> None:
-    from aiohttp import web
-
+async def _play(settings: Settings, pool: Any, stand_ins: StandIns, wait_seconds: float) -> None:
     app = create_app(settings, pool=pool, with_workers=True)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_seconds
     try:
         async with aiohttp.ClientSession() as http:
             for n, text in enumerate(DIALOG):
