@@ -1,14 +1,87 @@
-"""Turning one reached level into one capi_events_log row (implemented by the CAPI issue).
+"""Turning one reached level into one capi_events_log row: the single door into the outbox.
 
-Contract used by qualification.door:
+Contract used by qualification.door: `record_event(conn, ...)` inside the caller's transaction.
+The row is the decision: `pending` (the sender will deliver it) or `skipped` with the reason in
+`error` and what to do in `hint`. At most one row per (dialog, level), or per (direction, CRM
+entity, level) when there is no dialog: the unique indexes refuse a second, and `event_id` is
+derived from that key, so it is the same however often the level is reported.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import asyncpg
+
+from capi.jobs import schedule_send
+from capi.normalize import is_hashed
+from capi.payload import EventFacts, audit_request, build_event, event_name_for, event_value_for
+from core.logging import get_logger
+from core.metrics import CAPI_EVENTS
+from core.phones import normalize_phone
+
+log = get_logger("capi.record")
+
+_EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://qualibot/capi/event")
+
+_DIRECTION_SQL = """
+SELECT d.id, d.account_id, d.ad_account_id, d.capi_enabled, d.pixel_id, d.whatsapp_business_account_id,
+       d.capi_test_event_code, d.capi_event_names, d.capi_event_values, u.default_region,
+       COALESCE(NULLIF(a.access_token, ''), NULLIF(u.access_token, '')) IS NOT NULL AS has_token
+FROM account_directions d
+JOIN user_accounts u ON u.id = d.account_id
+LEFT JOIN ad_accounts a ON a.id = d.ad_account_id
+WHERE d.id = $1"""
+
+_DIALOG_SQL = """
+SELECT da.direction_id, da.contact_phone, l.ctwa_clid, l.email, l.is_lid
+FROM dialog_analysis da LEFT JOIN leads l ON l.id = da.lead_id
+WHERE da.id = $1"""
+
+_INSERT_SQL = """
+INSERT INTO capi_events_log (direction_id, dialog_analysis_id, contact_phone, pixel_id, event_name,
+    event_level, event_id, event_time, source, status, error, hint, crm_entity, request)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT DO NOTHING
+RETURNING status"""
+
+
+def event_id_for(
+    *, dialog_id: int | None, direction_id: str | None, crm_entity: str | None, level: int
+) -> str:
+    """Stable for (dialog, level), or (direction, CRM entity, level) when there is no dialog."""
+    key = f"dialog:{dialog_id}" if dialog_id is not None else f"crm:{direction_id}:{crm_entity}"
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{key}:level:{level}"))
+
+
+@dataclass(frozen=True)
+class _Skip:
+    reason: str
+    hint: str | None = None
+
+
+def _skip_reason(direction: asyncpg.Record | None, clid: str | None, has_dialog: bool) -> _Skip | None:
+    if direction is None:
+        return _Skip("no direction: the dialog belongs to no direction, so there is no dataset to report to",
+                     "set default_direction on the WhatsApp instance or ad_ids on a direction")
+    name = direction["id"]
+    if not direction["capi_enabled"]:
+        return _Skip(f"CAPI is disabled for direction {name!r}", "set capi.enabled: true to report levels")
+    if not direction["pixel_id"]:
+        return _Skip(f"direction {name!r} has no pixel_id (dataset)", "set pixel_id in the direction's config")
+    if not direction["has_token"]:
+        ad = f"ad account {direction['ad_account_id']!r}" if direction["ad_account_id"] else "an ad account"
+        return _Skip(
+            f"no Meta access token: neither {ad} nor account {direction['account_id']!r} has one",
+            "set access_token on the ad account (or the account) and run `qualibot config apply`",
+        )
+    if not clid:
+        what = "the lead has no ctwa_clid" if has_dialog else "no WhatsApp lead with a ctwa_clid for this entity"
+        return _Skip(f"no click id: {what} (it did not come from a Click-to-WhatsApp ad)")
+    return None
 
 
 async def record_event(
@@ -29,4 +102,56 @@ async def record_event(
     Schedule); `event_id` is stable for (dialog, level). ON CONFLICT DO NOTHING: returns the new
     row's status, or None when the decision already existed. A pending row schedules the sender.
     Runs inside the caller's transaction."""
-    raise NotImplementedError
+    if level not in (1, 2, 3):
+        raise ValueError(f"level must be 1, 2 or 3, not {level!r}")
+    if dialog_id is None and not crm_entity:
+        raise ValueError("record_event needs a dialog_id or a crm_entity: one of them makes the decision unique")
+    dialog = await conn.fetchrow(_DIALOG_SQL, dialog_id) if dialog_id is not None else None
+    if dialog_id is not None and dialog is None:
+        raise LookupError(f"dialog {dialog_id} does not exist")
+    if reached_at.tzinfo is None:
+        reached_at = reached_at.replace(tzinfo=UTC)  # a naive time is taken as UTC
+    direction_id = direction_id or (dialog["direction_id"] if dialog else None)
+    direction = await conn.fetchrow(_DIRECTION_SQL, direction_id) if direction_id else None
+    clid = dialog["ctwa_clid"] if dialog else None
+    phone = contact_phone or (dialog["contact_phone"] if dialog and not dialog["is_lid"] else None)
+    region = (direction["default_region"] if direction else None) or "RU"
+    if phone and not is_hashed(phone):
+        phone = normalize_phone(phone, region) or phone
+
+    skip = _Skip(skip_reason) if skip_reason else _skip_reason(direction, clid, dialog is not None)
+    event = _event(direction, dialog, level, reached_at, clid, phone,
+                   event_id_for(dialog_id=dialog_id, direction_id=direction_id, crm_entity=crm_entity,
+                                level=level))
+    status = "skipped" if skip else "pending"
+    test_code = direction["capi_test_event_code"] if direction else None
+    inserted = await conn.fetchval(
+        _INSERT_SQL, direction_id if direction else None, dialog_id, phone,
+        direction["pixel_id"] if direction else None, event["event_name"], level, event["event_id"],
+        reached_at, source, status, skip.reason if skip else None, skip.hint if skip else None,
+        crm_entity, audit_request(event, test_code),
+    )
+    if inserted is None:
+        return None
+    CAPI_EVENTS.labels(status, event["event_name"]).inc()
+    log.info("capi.event_recorded", event_id=event["event_id"], dataset=direction["pixel_id"] if direction else None,
+             level=level, status=status, reason=skip.reason if skip else None, source=source)
+    if status == "pending":
+        await schedule_send(conn)
+    return str(inserted)
+
+
+def _event(
+    direction: asyncpg.Record | None, dialog: asyncpg.Record | None, level: int, reached_at: datetime,
+    clid: str | None, phone: str | None, event_id: str,
+) -> dict[str, Any]:
+    names = direction["capi_event_names"] if direction else None
+    value, currency = event_value_for(direction["capi_event_values"] if direction else None, level)
+    return build_event(EventFacts(
+        event_name=event_name_for(names, level), event_time=reached_at, event_id=event_id, level=level,
+        ctwa_clid=clid,
+        whatsapp_business_account_id=direction["whatsapp_business_account_id"] if direction else None,
+        phone=phone, email=dialog["email"] if dialog else None,
+        default_region=(direction["default_region"] if direction else None) or "RU",
+        value=value, currency=currency,
+    ))

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     meta_api_version: str = Field(default="v25.0", validation_alias=AliasChoices("META_API_VERSION"))
     meta_timeout_seconds: float = Field(default=10.0, gt=0)
     partner_agent: str = "qualibot"
+    # CAPI outbox tuning: events per request (Meta's maximum is 1000), requests in flight per sender,
+    # how long a claimed row is reserved for its sender, and the retry delays after transient failures
+    capi_batch_size: int = Field(default=1000, ge=1, le=1000)
+    capi_concurrency: int = Field(default=4, ge=1)
+    capi_lease_seconds: float = Field(default=120.0, gt=0)
+    capi_retry_base_seconds: float = Field(default=30.0, gt=0)
+    capi_retry_max_seconds: float = Field(default=3600.0, gt=0)
     log_level: str = "info"
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # worker tuning
@@ -44,6 +51,13 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=60.0, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
+    # CRM sync: webhooks for one entity within this delay coalesce into one read of the CRM
+    crm_sync_delay_seconds: float = Field(default=2.0, ge=0)
+    crm_timeout_seconds: float = Field(default=15.0, gt=0)
+    # a sync that would queue longer than this for its CRM's rate limit frees its worker and comes back
+    crm_max_queue_seconds: float = Field(default=10.0, gt=0)
+    # a failed or throttled CRM read is retried after base * 2^(attempt-1) seconds (max 10 min)
+    crm_retry_base_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("log_level")
     @classmethod

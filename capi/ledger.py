@@ -1,0 +1,170 @@
+"""The outbox's rows in the database: claiming them and writing what became of them.
+
+Every write after a claim is fenced by the claim's `attempts` value and `status = 'pending'`, so a
+sender whose lease ran out cannot overwrite the outcome written by the sender that took over.
+All statements are set-based (one per batch, `unnest` of arrays), whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+
+_CLAIM_SQL = """
+WITH due AS (
+    SELECT id FROM capi_events_log
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE capi_events_log c
+    SET attempts = c.attempts + 1, next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
+    FROM due WHERE c.id = due.id
+    RETURNING c.id, c.attempts, c.event_id, c.event_level, c.event_name, c.pixel_id, c.direction_id,
+              c.event_time, c.request
+)
+SELECT cl.id, cl.attempts, cl.event_id, cl.event_level, cl.event_name, cl.pixel_id AS dataset,
+       cl.event_time, (cl.request -> 'data' -> 0)::text AS event_json,
+       cl.request ->> 'test_event_code' AS test_event_code,
+       cl.request #>> '{data,0,user_data,ctwa_clid}' AS ctwa_clid,
+       cl.request #>> '{data,0,action_source}' AS action_source,
+       (cl.request #> '{data,0,custom_data,value}') IS NOT NULL
+           AND (cl.request #> '{data,0,custom_data,currency}') IS NOT NULL AS has_value,
+       COALESCE(NULLIF(a.access_token, ''), NULLIF(u.access_token, '')) AS token
+FROM claimed cl
+LEFT JOIN account_directions d ON d.id = cl.direction_id
+LEFT JOIN user_accounts u ON u.id = d.account_id
+LEFT JOIN ad_accounts a ON a.id = d.ad_account_id"""
+
+_LEVEL_FLAGS = {1: "interest", 2: "qualified", 3: "scheduled"}
+_PER_DIALOG = ", ".join(
+    f"max(event_id) FILTER (WHERE event_level = {n}) AS e{n}, max(sent_at) FILTER (WHERE event_level = {n}) AS s{n}"
+    for n in _LEVEL_FLAGS
+)
+_SET_FLAGS = ", ".join(
+    f"capi_{name}_sent = da.capi_{name}_sent OR p.e{n} IS NOT NULL, "
+    f"capi_{name}_sent_at = COALESCE(p.s{n}, da.capi_{name}_sent_at), "
+    f"capi_{name}_event_id = COALESCE(p.e{n}, da.capi_{name}_event_id)"
+    for n, name in _LEVEL_FLAGS.items()
+)
+_SUCCESS_SQL = f"""
+WITH done AS (
+    UPDATE capi_events_log c
+    SET status = 'success', sent_at = now(), response = $3::jsonb, error = NULL, hint = NULL,
+        request = c.request || $4::jsonb, updated_at = now()
+    FROM unnest($1::bigint[], $2::int[]) AS t(id, attempts)
+    WHERE c.id = t.id AND c.attempts = t.attempts AND c.status = 'pending'
+    RETURNING c.id, c.dialog_analysis_id, c.event_level, c.event_id, c.sent_at
+), per_dialog AS (
+    SELECT dialog_analysis_id AS id, {_PER_DIALOG}
+    FROM done WHERE dialog_analysis_id IS NOT NULL GROUP BY dialog_analysis_id
+), flags AS (
+    UPDATE dialog_analysis da SET {_SET_FLAGS}, updated_at = now()
+    FROM per_dialog p WHERE da.id = p.id
+    RETURNING da.id
+)
+SELECT id FROM done"""
+
+_OUTCOME_SQL = """
+UPDATE capi_events_log c
+SET status = t.status,
+    error = CASE WHEN t.attempted THEN t.error ELSE c.error END,
+    hint = CASE WHEN t.attempted THEN t.hint ELSE c.hint END,
+    response = COALESCE(t.response::jsonb, c.response),
+    attempts = CASE WHEN t.attempted THEN c.attempts ELSE c.attempts - 1 END,
+    next_attempt_at = CASE WHEN t.status = 'pending' THEN now() + make_interval(secs => t.delay)
+                           ELSE c.next_attempt_at END,
+    request = CASE WHEN t.attempted THEN c.request || $9::jsonb ELSE c.request END,
+    updated_at = now()
+FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[],
+            $8::bool[]) AS t(id, attempts, status, error, hint, response, delay, attempted)
+WHERE c.id = t.id AND c.attempts = t.attempts AND c.status = 'pending'
+RETURNING c.id"""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One claimed row, with what its request needs."""
+
+    id: int
+    attempts: int
+    event_id: str
+    event_level: int
+    event_name: str
+    dataset: str | None
+    event_time: datetime
+    event_json: str | None
+    test_event_code: str | None
+    ctwa_clid: str | None
+    action_source: str | None
+    has_value: bool
+    token: str | None = field(repr=False)
+
+
+@dataclass
+class Outcome:
+    row: Claimed
+    status: Literal["success", "error", "pending"]
+    error: str | None = None
+    hint: str | None = None
+    response: dict[str, Any] | None = None
+    delay: float = 0.0
+    attempted: bool = True  # False: handed back unposted (the lease was running out)
+
+
+async def claim(pool: asyncpg.Pool, limit: int, lease: float) -> list[Claimed]:
+    """Up to `limit` due rows, now reserved for `lease` seconds (and their `attempts` counted)."""
+    records = await pool.fetch(_CLAIM_SQL, limit, lease)
+    return [Claimed(*r) for r in records]  # the SELECT lists the columns in the dataclass's order
+
+
+async def commit_success(pool: asyncpg.Pool, outcomes: list[Outcome], extras: dict[str, Any]) -> set[int]:
+    """Rows of one answer → `success`, and their dialogs' flags, in one statement (one transaction).
+    Returns the ids actually written (a row whose claim was lost is left alone)."""
+    rows = [o.row for o in outcomes]
+    done = await _with_retry(lambda: pool.fetch(
+        _SUCCESS_SQL, [r.id for r in rows], [r.attempts for r in rows], outcomes[0].response, extras,
+    ))
+    return {d["id"] for d in done}
+
+
+async def commit_outcomes(pool: asyncpg.Pool, outcomes: list[Outcome], extras: dict[str, Any]) -> set[int]:
+    """Errors, retries and hand-backs, each row with its own values; returns the ids written."""
+    done = await _with_retry(lambda: pool.fetch(
+        _OUTCOME_SQL,
+        [o.row.id for o in outcomes], [o.row.attempts for o in outcomes], [o.status for o in outcomes],
+        [o.error for o in outcomes], [o.hint for o in outcomes],
+        [json.dumps(o.response) if o.response is not None else None for o in outcomes],
+        [o.delay for o in outcomes], [o.attempted for o in outcomes], extras,
+    ))
+    return {d["id"] for d in done}
+
+
+async def _with_retry(
+    statement: Callable[[], Awaitable[list[asyncpg.Record]]], tries: int = 3
+) -> list[asyncpg.Record]:
+    """Run a bookkeeping statement again if Postgres picked it as a deadlock victim."""
+    for attempt in range(tries):
+        try:
+            result: list[asyncpg.Record] = await statement()
+            return result
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+async def next_due_in(pool: asyncpg.Pool | asyncpg.Connection) -> float | None:
+    """Seconds until the earliest pending row is due (≤ 0: now), or None when nothing is pending."""
+    value = await pool.fetchval(
+        "SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - now())) FROM capi_events_log WHERE status = 'pending'"
+    )
+    return float(value) if value is not None else None
