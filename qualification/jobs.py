@@ -1,11 +1,40 @@
-"""Job handlers of the qualification package, and how other packages ask for a run."""
+"""Job handlers of the qualification package, and how other packages ask for a run.
+
+`qualification.dialog` (one per dialog, coalesced) applies the WhatsApp rules of a direction with
+CAPI on and `capi_source = whatsapp`:
+1. level 1 when the client has sent 2+ messages: a count, no LLM;
+2. an LLM analysis only when there are client messages newer than the last analysis, level 3 is
+   not reached yet, and level 1's rule holds: levels 2 and 3 sit above level 1 in the funnel, and
+   a dialog of one message (often just the ad's prefilled greeting) has answered no question
+   yet — its message is analysed with the second one. What the analysis proposes counts only
+   with evidence (`qualification.verdict`);
+3. no criteria (`qualification_prompt`) or no LLM: `analysis_status = not_analysed`, saying why.
+
+A failed analysis (every quick attempt in `qualification.analysis` failed) is recorded as
+`analysis_status = failed` with the reason, and the run is retried later with `Retry` — a delay
+of its own, so the worker slot is free meanwhile and other dialogs go on — up to `FAILED_RUNS`
+runs. After that the dialog waits for its next client message (the watermark did not move, so
+that run analyses everything not yet analysed). Errors that another run cannot fix (401, 404,
+400) are recorded and not retried.
+"""
 
 from __future__ import annotations
 
+from openai import AsyncOpenAI
+
 from core.context import AppContext
-from core.jobs import Executor, JobRegistry, enqueue
+from core.jobs import Executor, Job, JobRegistry, Retry, enqueue
+from core.logging import get_logger
+from qualification.analysis import AnalysisFailed, analyse
+from qualification.dialogs import DialogState, load_state, load_transcript, mark_unanalysed, save_analysis
+from qualification.door import record_levels
+from qualification.verdict import MAX_REASONING_CHARS, Acceptance, accept
+
+log = get_logger("qualification.jobs")
 
 QUALIFY_JOB = "qualification.dialog"
+FAILED_RUNS = 3  # job runs with a failed analysis before waiting for the next client message
+RETRY_DEFER_SECONDS = 60.0  # × the run number
 
 
 async def schedule_qualification(db: Executor, dialog_id: int, *, delay: float = 0.0) -> None:
@@ -15,4 +44,75 @@ async def schedule_qualification(db: Executor, dialog_id: int, *, delay: float =
 
 
 def register_jobs(registry: JobRegistry[AppContext]) -> None:
-    """Register this package's job handlers by name (implemented by the qualification issue)."""
+    """Register this package's job handlers by name."""
+    registry.register(QUALIFY_JOB, qualify_dialog, backoff_base=5.0, backoff_max=300.0)
+
+
+async def qualify_dialog(ctx: AppContext, job: Job) -> None:
+    """The `qualification.dialog` job: the WhatsApp rules above for one dialog."""
+    dialog_id = int(job.payload["dialog_id"])
+    state = await load_state(ctx.pool, dialog_id)
+    if state is None:
+        log.warning("qualification.dialog_missing", dialog_id=dialog_id)
+        return
+    if not state.qualifies_from_whatsapp:
+        return  # CAPI off, or the CRM is this direction's source (crm.jobs records its levels)
+    if state.client_messages >= 2 and state.level < 1:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await record_levels(conn, dialog_id, [1], "whatsapp")
+    if state.level >= 3 or state.client_messages < 2 or not state.has_unanalysed_client_messages:
+        return
+    criteria = (state.qualification_prompt or "").strip()
+    if ctx.llm is None or not criteria:
+        missing = "; ".join(
+            ([] if ctx.llm else ["no LLM configured (OPENAI_API_KEY is not set)"])
+            + ([] if criteria else [f"direction {state.direction_id} has no qualification_prompt"])
+        )
+        await mark_unanalysed(ctx.pool, dialog_id, "not_analysed", missing)
+        log.warning("qualification.not_analysed", dialog_id=dialog_id, direction=state.direction_id,
+                    reason=missing)
+        return
+    await _analyse(ctx, ctx.llm, criteria, job, state)
+
+
+async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, state: DialogState) -> None:
+    direction = state.direction_id or "none"
+    model = ctx.settings.llm_model
+    transcript = await load_transcript(ctx.pool, state.id)
+    log.info("qualification.analysis_started", dialog_id=state.id, direction=direction, model=model,
+             messages=len(transcript.messages), level=state.level)
+    try:
+        result = await analyse(llm, model=model, criteria=criteria,
+                               transcript=transcript, direction=direction,
+                               request_timeout=ctx.settings.llm_timeout_seconds)
+    except AnalysisFailed as exc:
+        await mark_unanalysed(ctx.pool, state.id, "failed", f"{exc.reason} (after {exc.attempts} attempts)")
+        retry = exc.retryable and job.attempts < FAILED_RUNS
+        log.warning("qualification.analysis_failed", dialog_id=state.id, direction=direction, model=model,
+                    reason=exc.reason, attempts=exc.attempts, run=job.attempts, will_retry=retry,
+                    prompt_tokens=exc.prompt_tokens, completion_tokens=exc.completion_tokens)
+        if retry:
+            raise Retry(defer=RETRY_DEFER_SECONDS * job.attempts, reason=exc.reason) from None
+        return
+    acceptance = accept(result.verdict, transcript)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        new = await record_levels(conn, state.id, [acceptance.level], "whatsapp") if acceptance.level else []
+        await save_analysis(conn, state.id, analyzed_message_id=transcript.newest_id,
+                            detail=_detail(acceptance),
+                            reasoning=result.verdict.reasoning[:MAX_REASONING_CHARS])
+    if acceptance.rejected:
+        log.warning("qualification.evidence_rejected", dialog_id=state.id, direction=direction,
+                    claimed=acceptance.claimed, reason=acceptance.rejected)
+    log.info("qualification.analysis_complete", dialog_id=state.id, direction=direction, model=result.model,
+             levels=new, level=max(state.level, acceptance.level),
+             is_interested=result.verdict.is_interested, is_qualified=result.verdict.is_qualified,
+             is_scheduled=result.verdict.is_scheduled, prompt_tokens=result.prompt_tokens,
+             completion_tokens=result.completion_tokens, attempts=result.attempts)
+
+
+def _detail(acceptance: Acceptance) -> str:
+    if acceptance.rejected:
+        return f"level {acceptance.claimed} not recorded: {acceptance.rejected}"
+    if acceptance.level:
+        return f"level {acceptance.level} with evidence {acceptance.evidence}"
+    return "no level 2 or 3 yet"
