@@ -25,6 +25,13 @@ WORKER: web.AppKey[Worker[AppContext]] = web.AppKey("worker", Worker)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _route(request: web.Request) -> str:
+    """The route template (`/webhooks/amocrm/{connection_id}/{webhook_secret}`), never the raw path:
+    amoCRM webhook URLs carry their secret in the path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """4xx as `{"error", "detail"}`; a database outage as 503 (so peers retry); other 5xx without internals."""
@@ -40,15 +47,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
         raise
     except UNAVAILABLE_ERRORS as exc:
-        log.warning("http.database_unavailable", path=request.path, error_type=type(exc).__name__)
+        log.warning("http.database_unavailable", path=_route(request), error_type=type(exc).__name__)
         return error_response(503, "database_unavailable", "the database is unavailable; retry later")
     except asyncpg.PostgresError as exc:
-        log.error("http.database_error", path=request.path, error_type=type(exc).__name__, error=str(exc))
+        log.error("http.database_error", path=_route(request), error_type=type(exc).__name__, error=str(exc))
         return error_response(500, "internal_error", "internal error")
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("http.unhandled", path=request.path)
+        log.exception("http.unhandled", path=_route(request))
         return error_response(500, "internal_error", "internal error")
 
 
