@@ -19,6 +19,10 @@ COMMAND_MODULES = [
     "qualibot.cmd_migrate",
     "qualibot.cmd_config",
     "qualibot.cmd_serve",
+    "qualibot.cmd_prompt",
+    "qualibot.cmd_report",
+    "qualibot.cmd_doctor",
+    "qualibot.cmd_demo",
 ]
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]

@@ -1,0 +1,248 @@
+"""`qualibot doctor`'s checks: what in a direction's configuration will stop events reaching Meta.
+
+Each check yields `Finding`s (ERROR: events will not flow; WARN: they flow, but not as intended;
+OK: checked and fine). The checks are pure functions of the loaded configuration and the process
+settings; `qualibot.doctor_online` adds the checks that call the CRM and Meta. Tokens are shown
+masked (`mask`), never in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+from capi.errors import BUSINESS_MESSAGING_EVENT_NAMES
+from core.settings import Settings
+from qualibot.tenants import DEFAULT_EVENT_NAMES
+
+Severity = Literal["ERROR", "WARN", "OK"]
+FIELD_KEYS = {1: "interest_fields", 2: "qualified_fields", 3: "scheduled_fields"}
+NAME_EXAMPLE = "{1: LeadSubmitted, 2: QualifiedLead, 3: Purchase}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    direction: str | None  # None: the deployment as a whole
+    message: str
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One direction with what it needs from its account, ad account and CRM connection."""
+
+    id: str
+    account_id: str
+    capi_enabled: bool
+    source: str
+    pixel_id: str | None = None
+    waba_id: str | None = None
+    ad_account_id: str | None = None
+    ad_token: str | None = None
+    account_token: str | None = None
+    test_event_code: str | None = None
+    qualification_prompt: str | None = None
+    event_names: dict[int, str] = field(default_factory=dict)
+    event_values: dict[int, Any] = field(default_factory=dict)
+    crm_fields: dict[int, list[Any]] = field(default_factory=dict)
+    crm_connection_id: str | None = None
+    crm_type: str | None = None
+    crm_base_url: str | None = None
+    crm_rest_url: str | None = None
+    crm_token: str | None = None
+
+    def names(self) -> dict[int, str]:
+        return {lvl: self.event_names.get(lvl) or DEFAULT_EVENT_NAMES[lvl] for lvl in (1, 2, 3)}
+
+    def meta_token(self) -> tuple[str, str] | None:
+        """(which token, the token): the ad account's when set, else the account's fallback."""
+        if self.ad_account_id and self.ad_token:
+            return f"the ad account {self.ad_account_id}'s token", self.ad_token
+        if self.account_token:
+            why = f" (ad account {self.ad_account_id} has none)" if self.ad_account_id else ""
+            return f"the account {self.account_id}'s fallback token{why}", self.account_token
+        return None
+
+
+LOAD_SQL = """
+SELECT d.*, a.access_token AS account_token, ad.access_token AS ad_token, c.type AS crm_type,
+       c.base_url AS crm_base_url, c.rest_url AS crm_rest_url, c.access_token AS crm_token
+FROM account_directions d
+JOIN user_accounts a ON a.id = d.account_id
+LEFT JOIN ad_accounts ad ON ad.id = d.ad_account_id
+LEFT JOIN crm_connections c ON c.id = d.capi_crm_connection_id
+ORDER BY d.id
+"""
+
+NOT_ANALYSED_SQL = """
+SELECT DISTINCT ON (direction_id) direction_id, count(*) OVER (PARTITION BY direction_id) AS n,
+       analysis_detail
+FROM dialog_analysis WHERE analysis_status = 'not_analysed'
+ORDER BY direction_id, updated_at DESC
+"""
+
+
+def _levels(mapping: dict[str, Any]) -> dict[int, Any]:
+    return {int(k): v for k, v in mapping.items() if str(k).isdigit()}
+
+
+async def load(db: asyncpg.Pool) -> tuple[list[Direction], dict[str | None, tuple[int, str | None]]]:
+    """Every direction, and per direction (None: no direction) the not-analysed dialogs:
+    (count, the latest one's analysis_detail)."""
+    rows = await db.fetch(LOAD_SQL)
+    dirs = [
+        Direction(
+            id=r["id"], account_id=r["account_id"], capi_enabled=r["capi_enabled"], source=r["capi_source"],
+            pixel_id=r["pixel_id"], waba_id=r["whatsapp_business_account_id"],
+            ad_account_id=r["ad_account_id"], ad_token=r["ad_token"], account_token=r["account_token"],
+            test_event_code=r["capi_test_event_code"], qualification_prompt=r["qualification_prompt"],
+            event_names=_levels(r["capi_event_names"]), event_values=_levels(r["capi_event_values"]),
+            crm_fields={lvl: r[f"capi_{key}"] or [] for lvl, key in FIELD_KEYS.items()},
+            crm_connection_id=r["capi_crm_connection_id"], crm_type=r["crm_type"],
+            crm_base_url=r["crm_base_url"], crm_rest_url=r["crm_rest_url"], crm_token=r["crm_token"],
+        )
+        for r in rows
+    ]
+    pending = {r["direction_id"]: (r["n"], r["analysis_detail"]) for r in await db.fetch(NOT_ANALYSED_SQL)}
+    return dirs, pending
+
+
+def mask(secret: str) -> str:
+    """`EAAHxyz…` → `EAAH…wxyz`: enough to tell tokens apart, never the token."""
+    if len(secret) < 16:
+        return "*" * 8
+    return f"{secret[:4]}…{secret[-4:]}"
+
+
+def check_all(
+    dirs: list[Direction], settings: Settings, not_analysed: dict[str | None, tuple[int, str | None]]
+) -> list[Finding]:
+    if not dirs:
+        return [Finding("ERROR", None, "no directions configured: this deployment sends nothing to Meta; "
+                        "describe them in a config file and run `qualibot config apply FILE.yaml`")]
+    found: list[Finding] = []
+    if None in not_analysed:
+        found.append(_not_analysed(None, *not_analysed[None]))
+    for d in dirs:
+        found += check_direction(d, dirs, settings)
+        if d.id in not_analysed:
+            found.append(_not_analysed(d.id, *not_analysed[d.id]))
+    return found
+
+
+def check_direction(d: Direction, dirs: list[Direction], settings: Settings) -> list[Finding]:
+    if not d.capi_enabled:
+        return [Finding("WARN", d.id, "CAPI is off (capi.enabled: false): no events are sent for this direction")]
+    found = [*_meta(d), *_event_names(d), *_shared_dataset(d, dirs)]
+    found += _whatsapp(d, settings) if d.source == "whatsapp" else _crm(d)
+    return found
+
+
+def _meta(d: Direction) -> list[Finding]:
+    out: list[Finding] = []
+    token = d.meta_token()
+    if token is None:
+        where = f"ad account {d.ad_account_id} or " if d.ad_account_id else ""
+        out.append(Finding("ERROR", d.id, f"no Meta token: set access_token on {where}account {d.account_id}"))
+    else:
+        out.append(Finding("OK", d.id, f"Meta token: {token[0]}, {mask(token[1])}"))
+    if d.pixel_id:
+        out.append(Finding("OK", d.id, f"dataset (pixel_id) {d.pixel_id}"))
+    else:
+        out.append(Finding("ERROR", d.id, "no dataset (pixel_id): every event is recorded as skipped"))
+    if d.waba_id:
+        out.append(Finding("OK", d.id, f"WhatsApp Business Account id {d.waba_id}"))
+    else:
+        out.append(Finding("ERROR", d.id, "no whatsapp_business_account_id: Meta requires it in every "
+                           "business-messaging event"))
+    if d.test_event_code:
+        out.append(Finding("WARN", d.id, f"test_event_code {d.test_event_code!r} is on: every event is sent as "
+                           "a test event (Meta still uses them for targeting and measurement); remove "
+                           "capi.test_event_code when testing is over"))
+    return out
+
+
+def _event_names(d: Direction) -> list[Finding]:
+    names = d.names()
+    out: list[Finding] = []
+    rejected = [f"level {lvl} {name}" for lvl, name in names.items() if name not in BUSINESS_MESSAGING_EVENT_NAMES]
+    if rejected:
+        out.append(Finding("WARN", d.id, (
+            f"event names Meta rejects for business messaging (subcode 2804066): {', '.join(rejected)}. "
+            f"Meta accepts only: {', '.join(BUSINESS_MESSAGING_EVENT_NAMES)}. Set capi.event_names in the "
+            f"config file, e.g. {NAME_EXAMPLE}, and run `qualibot config apply`")))
+    else:
+        out.append(Finding("OK", d.id, "event names: " + ", ".join(f"{k}: {v}" for k, v in names.items())))
+    seen: dict[str, int] = {}
+    for lvl, name in names.items():
+        if name in seen:
+            out.append(Finding("WARN", d.id, f"levels {seen[name]} and {lvl} both send {name}: Meta cannot "
+                               "tell them apart"))
+        seen.setdefault(name, lvl)
+        if name == "Purchase" and lvl not in d.event_values:
+            out.append(Finding("WARN", d.id, f"level {lvl} sends Purchase without a value: Meta requires "
+                               f"value and currency (subcode 2804009); set capi.event_values.{lvl}"))
+    return out
+
+
+def _shared_dataset(d: Direction, dirs: list[Direction]) -> list[Finding]:
+    others = [o.id for o in dirs if o.id != d.id and o.capi_enabled and d.pixel_id and o.pixel_id == d.pixel_id]
+    if not others:
+        return []
+    return [Finding("WARN", d.id, f"dataset {d.pixel_id} is shared with direction(s) {', '.join(others)}: "
+                    "their audiences and optimisation events aggregate")]
+
+
+def _whatsapp(d: Direction, settings: Settings) -> list[Finding]:
+    out: list[Finding] = []
+    if settings.openai_api_key:
+        out.append(Finding("OK", d.id, f"LLM key {mask(settings.openai_api_key)}, model {settings.llm_model}"))
+    else:
+        out.append(Finding("ERROR", d.id, "no LLM key (OPENAI_API_KEY is not set in this environment): "
+                           "levels 2 and 3 are never reached and dialogs stay not_analysed"))
+    if d.qualification_prompt and d.qualification_prompt.strip():
+        out.append(Finding("OK", d.id, "qualification_prompt set"))
+    else:
+        out.append(Finding("ERROR", d.id, "no qualification_prompt: the LLM has no questions to judge "
+                           "levels 2 and 3 against"))
+    return out
+
+
+def _crm(d: Direction) -> list[Finding]:
+    if not d.crm_connection_id:
+        return [Finding("ERROR", d.id, "capi.source is crm but capi.crm_connection is not set")]
+    out: list[Finding] = []
+    needs = ("crm_base_url", "crm_token") if d.crm_type == "amocrm" else ("crm_rest_url",)
+    missing = [n.removeprefix("crm_") for n in needs if not getattr(d, n)]
+    if missing:
+        out.append(Finding("ERROR", d.id, f"CRM connection {d.crm_connection_id} ({d.crm_type}) has no "
+                           f"{', '.join(missing)}"))
+    else:
+        out.append(Finding("OK", d.id, f"CRM connection {d.crm_connection_id} ({d.crm_type})"))
+    counts: dict[int, int] = {}
+    for lvl, entries in d.crm_fields.items():
+        bad = [i for i, e in enumerate(entries) if not (isinstance(e, dict) and e.get("field_id"))]
+        if bad:
+            out.append(Finding("ERROR", d.id, f"capi.{FIELD_KEYS[lvl]}: entry {bad[0]} has no field_id"))
+        counts[lvl] = len(entries) - len(bad)
+    if not any(counts.values()):
+        out.append(Finding("ERROR", d.id, "no CRM fields configured (capi.interest_fields, qualified_fields, "
+                           "scheduled_fields): no level can ever be reached"))
+        return out
+    for lvl, n in counts.items():
+        if not n:
+            out.append(Finding("WARN", d.id, f"no field ids for level {lvl} (capi.{FIELD_KEYS[lvl]}): it is "
+                               "reported only when a higher level is reached"))
+    out.append(Finding("OK", d.id, "CRM field ids: " + ", ".join(f"level {k}: {v}" for k, v in counts.items())))
+    return out
+
+
+def _not_analysed(direction: str | None, count: int, detail: str | None) -> Finding:
+    where = "" if direction else " without a direction"
+    if detail and len(detail) > 160:
+        detail = detail[:159] + "…"
+    why = f"; latest reason: {detail}" if detail else ""
+    return Finding("WARN", direction, f"{count} dialog(s){where} not analysed "
+                   f"(analysis_status = 'not_analysed'){why}")

@@ -1,0 +1,108 @@
+"""The audit reports behind `qualibot report`: queries over the views of migrations/006_views.sql.
+
+Each report is a `Report` (its columns, in output order) and `build(report, filters)` gives the SQL
+and its arguments; only the filters that are set become conditions, so every query the CLI runs
+has a plain `direction_id = $n` / `day >= $n` / `created_at >= $n` the planner can match to an
+index (bench/views_explain.py prints their plans at 1M rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    view: str
+    columns: tuple[str, ...]
+    # None: the view's own ORDER BY is the order. The outer query then has no sort of its own, so
+    # PostgreSQL plans the view for LIMIT's few rows and reads an ordered index instead of sorting
+    # every match (set_subquery_pathlist passes tuple_fraction down only without an outer sort).
+    order_by: str | None
+    # the column `--since` compares with: a UTC day, or the creation timestamp
+    since_column: str | None
+    empty_message: str
+
+
+FUNNEL = Report(
+    name="funnel",
+    view="capi_funnel_daily",
+    columns=(
+        "day", "direction_id", "pixel_id", "event_level", "event_name",
+        "success", "error", "skipped", "pending", "total",
+    ),
+    order_by="day, direction_id, pixel_id, event_level, event_name",
+    since_column="day",
+    empty_message="no events yet",
+)
+
+READINESS = Report(
+    name="readiness",
+    view="capi_optimization_readiness",
+    columns=(
+        "direction_id", "pixel_id", "event_level", "event_name", "successes_7d", "threshold", "ready",
+        "optimise_for_event", "recommendation",
+    ),
+    order_by="direction_id, event_level",
+    since_column=None,  # always the last 7 days: that is what Meta's learning phase counts
+    empty_message="no directions configured yet (nothing to optimise)",
+)
+
+ERRORS = Report(
+    name="errors",
+    view="capi_errors_recent",
+    columns=(
+        "id", "created_at", "direction_id", "pixel_id", "event_level", "event_name", "attempts",
+        "meta_code", "meta_subcode", "error", "hint",
+    ),
+    order_by=None,  # the view's: created_at DESC, id DESC
+    since_column="created_at",
+    empty_message="no events yet in error",
+)
+
+REPORTS = {r.name: r for r in (FUNNEL, READINESS, ERRORS)}
+
+
+@dataclass(frozen=True)
+class Filters:
+    direction: str | None = None
+    since: date | None = None
+    limit: int | None = None
+
+
+def build(report: Report, filters: Filters) -> tuple[str, list[Any]]:
+    """The SQL of `report` restricted by `filters`, with its bound arguments."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    if filters.direction is not None:
+        args.append(filters.direction)
+        conditions.append(f"direction_id = ${len(args)}")
+    if filters.since is not None:
+        if report.since_column is None:
+            raise ValueError(f"the {report.name} report does not take a start date")
+        if report.since_column == "day":
+            args.append(filters.since)
+        else:
+            args.append(datetime.combine(filters.since, time.min, tzinfo=UTC))
+        conditions.append(f"{report.since_column} >= ${len(args)}")
+    sql = f"SELECT {', '.join(report.columns)} FROM {report.view}"
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    if report.order_by:
+        sql += f" ORDER BY {report.order_by}"
+    if filters.limit is not None:
+        args.append(filters.limit)
+        sql += f" LIMIT ${len(args)}"
+    return sql, args
+
+
+async def fetch(db: asyncpg.Pool | asyncpg.Connection, report: Report, filters: Filters) -> list[dict[str, Any]]:
+    """Run the report; rows as dicts keyed by `report.columns`, in that order."""
+    sql, args = build(report, filters)
+    rows = await db.fetch(sql, *args)
+    return [dict(r.items()) for r in rows]
