@@ -1,10 +1,75 @@
-"""Job handlers of this package (filled in by its issue)."""
+"""The dialog job (`bot.dialog`), run once a burst of messages has gone quiet.
+
+Intake debounces it per dialog (buffer seconds of quiet, at most buffer_max after the first message).
+It answers the burst unless a human operator took over (the dialog is paused) or no LLM is
+configured, then enqueues the dialog's qualification, which happens in every case.
+A reply is recorded before it is sent and keyed on the burst, so it is sent at most once; Evolution's
+errors are recorded on the message and not retried (a timed-out send may have been delivered).
+LLM errors are retried a few times with the job's backoff, then the burst goes unanswered.
+"""
 
 from __future__ import annotations
 
+from bot import dialogs
+from bot.evolution import EvolutionClient
+from bot.intake import DIALOG_JOB
+from bot.reply import HISTORY_LIMIT, compose_reply
 from core.context import AppContext
-from core.jobs import JobRegistry
+from core.jobs import Job, JobRegistry, Retry
+from core.logging import get_logger
+from core.metrics import REPLIES
+
+log = get_logger("bot.jobs")
+
+LLM_ATTEMPTS = 3
+LLM_RETRY_SECONDS = 5.0  # times the attempt number
+
+
+async def answer_burst(ctx: AppContext, state: dialogs.DialogState, job: Job) -> str:
+    """Reply to the dialog's latest burst if it should be; returns the outcome for metrics."""
+    if state.last_client_id is None or state.replied:
+        return "nothing_to_answer"
+    if state.paused:
+        return "operator_active"
+    if ctx.llm is None:
+        return "no_llm"
+    if not state.api_url or not state.api_key:
+        return "no_instance"
+    turns = await dialogs.history(ctx.pool, state.id, state.last_client_id, HISTORY_LIMIT)
+    try:
+        text = await compose_reply(ctx.llm, ctx.settings, state.direction_id, state.bot_prompt, turns)
+    except Exception as exc:
+        log.warning("bot.llm_failed", dialog_id=state.id, attempt=job.attempts,
+                    error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        if job.attempts < LLM_ATTEMPTS:
+            raise Retry(defer=LLM_RETRY_SECONDS * job.attempts, reason=f"LLM failed: {type(exc).__name__}") from exc
+        return "llm_failed"
+    if text is None:
+        return "empty_reply"
+    message_id = await dialogs.record_reply(ctx.pool, state, text)
+    if message_id is None:
+        return "already_answered"
+    client = EvolutionClient(ctx.http, state.api_url, state.api_key)
+    result = await client.send_text(state.instance_name, state.number, text)
+    await dialogs.record_delivery(ctx.pool, message_id, result)
+    if not result.ok:
+        log.warning("bot.send_failed", dialog_id=state.id, message_id=message_id, status=result.status,
+                    error=result.error, number=state.number)
+        return "send_failed"
+    log.info("bot.reply_sent", dialog_id=state.id, message_id=message_id)
+    return "sent"
+
+
+async def process_dialog(ctx: AppContext, job: Job) -> None:
+    dialog_id = int(job.payload["dialog_id"])
+    state = await dialogs.load_dialog(ctx.pool, dialog_id)
+    if state is None:  # the dialog was deleted meanwhile
+        return
+    outcome = await answer_burst(ctx, state, job)
+    REPLIES.labels(outcome).inc()
+    await dialogs.finish_burst(ctx.pool, state)
 
 
 def register_jobs(registry: JobRegistry[AppContext]) -> None:
     """Register this package's job handlers by name."""
+    registry.register(DIALOG_JOB, process_dialog, backoff_base=2.0, backoff_max=120.0)

@@ -1,9 +1,91 @@
-"""HTTP routes of this package (filled in by its issue)."""
+"""`POST /webhooks/evolution` and `/webhooks/evolution/{event_slug}`: Evolution API webhooks.
+
+Order of checks, each answering before anything is written: the body is JSON naming an event and an
+instance (400), the instance is configured (404), the request carries its secret (401); then
+`messages.upsert` is parsed (400 if it is not a message we can read) and stored in one
+transaction before the 200. Other events are authenticated, counted and answered 200.
+Evolution retries 5xx and timeouts but not 4xx, so only server-side failures are 5xx.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 from aiohttp import web
+
+from bot.auth import authenticate
+from bot.connections import PinnedConnections
+from bot.instances import INSTANCES, InstanceCache
+from bot.intake import store_messages
+from bot.parse import UPSERT, BadEvent, Ignored, Message, parse_envelope, parse_upsert
+from bot.referral import may_carry_referral
+from core.logging import get_logger
+from core.metrics import WEBHOOKS
+from core.web import CTX, ApiError, read_json
+
+log = get_logger("bot.routes")
+PINNED: web.AppKey[PinnedConnections] = web.AppKey("bot_pinned_connections", PinnedConnections)
+SOURCE = "evolution"
+
+
+def _bad(detail: str) -> ApiError:
+    WEBHOOKS.labels(SOURCE, "bad_request").inc()
+    return ApiError(400, "not_an_evolution_event", detail)
+
+
+async def evolution_webhook(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    try:
+        body = await read_json(request)
+    except ApiError:
+        WEBHOOKS.labels(SOURCE, "bad_request").inc()
+        raise
+    try:
+        envelope = parse_envelope(body, request.match_info.get("event_slug"),
+                                  request.headers.get("X-Instance-Name"))
+    except BadEvent as exc:
+        raise _bad(str(exc)) from None
+    instance = await request.app[INSTANCES].get(ctx.pool, envelope.instance)
+    if instance is None:
+        WEBHOOKS.labels(SOURCE, "unknown_instance").inc()
+        raise ApiError(404, "unknown_instance", f"no WhatsApp instance named {envelope.instance!r} is configured")
+    try:
+        authenticate(request.headers, instance.webhook_secret)
+    except ApiError:
+        WEBHOOKS.labels(SOURCE, "unauthorized").inc()
+        raise
+    if envelope.event != UPSERT:
+        WEBHOOKS.labels(SOURCE, "other_event").inc()
+        return web.json_response({"status": "ignored", "event": envelope.event})
+    try:
+        parsed = parse_upsert(envelope.data, ads=may_carry_referral(await request.read()))
+    except BadEvent as exc:
+        raise _bad(str(exc)) from None
+    messages = [p for p in parsed if isinstance(p, Message)]
+    results: list[dict[str, Any]] = [
+        {"id": p.message_id, "status": "ignored", "reason": p.reason} for p in parsed if isinstance(p, Ignored)
+    ]
+    if messages:
+        stored_all = await store_messages(request.app[PINNED], ctx.pool, instance, messages, ctx.settings)
+        for stored in stored_all:
+            results.append({"id": stored.message_id, "status": stored.outcome})
+    for result in results:
+        WEBHOOKS.labels(SOURCE, result["status"]).inc()
+    if len(results) == 1:
+        return web.json_response(results[0])
+    return web.json_response({"status": "ok", "messages": results})
+
+
+async def _return_pinned(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[PINNED].close()  # before the pool closes: cleanup contexts unwind in reverse
 
 
 def add_routes(app: web.Application) -> None:
-    """Register this package's webhook routes on the app."""
+    """Register the Evolution webhook routes (with and without Evolution's `byEvents` slug)."""
+    app[INSTANCES] = InstanceCache()
+    app[PINNED] = PinnedConnections()
+    app.cleanup_ctx.append(_return_pinned)
+    app.router.add_post("/webhooks/evolution", evolution_webhook)
+    app.router.add_post("/webhooks/evolution/{event_slug}", evolution_webhook)

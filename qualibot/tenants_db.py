@@ -8,16 +8,22 @@ import asyncpg
 
 from qualibot.tenants import TenantConfig
 
+# prompts may be written by `qualibot prompt generate --save`; a file that leaves them out keeps them
+_PROMPTS = frozenset({"bot_prompt", "qualification_prompt"})
 SECRET_FIELDS = {"access_token", "api_key", "webhook_secret", "application_token"}
 MASK = "***"
 
 
-async def _upsert(conn: asyncpg.Connection, table: str, key: str, row: dict[str, Any]) -> bool:
-    """Insert or update `row`; a row that already matches is not touched. Returns True if written."""
+async def _upsert(
+    conn: asyncpg.Connection, table: str, key: str, row: dict[str, Any], keep: frozenset[str] = frozenset()
+) -> bool:
+    """Insert or update `row`; a row that already matches is not touched. Columns in `keep` are
+    written on insert only (the file left them out, so what is stored stays). True if written."""
     cols = list(row)
     placeholders = ", ".join(f"${i + 1}" for i in range(len(cols)))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != key)
-    differs = " OR ".join(f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in cols if c != key)
+    changing = [c for c in cols if c != key and c not in keep]
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in changing)
+    differs = " OR ".join(f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in changing)
     status = await conn.execute(
         f"""INSERT INTO {table} ({", ".join(cols)}) VALUES ({placeholders})
             ON CONFLICT ({key}) DO UPDATE SET {updates}, updated_at = now() WHERE {differs}""",
@@ -65,7 +71,7 @@ async def apply_config(pool: asyncpg.Pool, cfg: TenantConfig) -> int:
                     "capi_interest_fields": [f.model_dump(exclude_none=True) for f in c.interest_fields],
                     "capi_qualified_fields": [f.model_dump(exclude_none=True) for f in c.qualified_fields],
                     "capi_scheduled_fields": [f.model_dump(exclude_none=True) for f in c.scheduled_fields],
-                })
+                }, keep=_PROMPTS - d.model_fields_set)
             for inst in acc.whatsapp_instances:
                 changed += await _upsert(conn, "whatsapp_instances", "name", {
                     "name": inst.name, "account_id": acc.id, "api_url": inst.api_url,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-import bot.routes
 import bot.jobs
+import bot.routes
 import capi.jobs
-import crm.routes
 import crm.jobs
+import crm.routes
 import qualification.jobs
 from core.context import AppContext
 from core.jobs import JobRegistry

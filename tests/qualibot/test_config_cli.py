@@ -114,3 +114,16 @@ async def test_unknown_cli_arguments_exit_2(database_url: str) -> None:
     assert code == 2 and "usage" in err
     code, _, err = await qualibot(database_url, "frobnicate")
     assert code == 2 and "invalid choice" in err
+
+
+async def test_a_prompt_left_out_of_the_file_keeps_the_stored_one(
+    db: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    cfg = tenant_config()
+    assert (await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg))))[0] == 0
+    await db.execute("UPDATE account_directions SET qualification_prompt = 'generated and saved'")
+    del cfg["accounts"][0]["directions"][0]["qualification_prompt"]
+    cfg["accounts"][0]["directions"][0]["name"] = "Renamed"
+    assert (await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg))))[0] == 0
+    row = await db.fetchrow("SELECT name, qualification_prompt FROM account_directions")
+    assert row["name"] == "Renamed" and row["qualification_prompt"] == "generated and saved"

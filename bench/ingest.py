@@ -1,0 +1,330 @@
+"""Ingest benchmark: Evolution `messages.upsert` webhooks at the real service vs a minimal baseline.
+
+Both servers run as their own processes on a fresh database of the same PostgreSQL:
+- service:  `qualibot serve --no-workers` (auth, parse, message + lead + dialog + debounced job);
+- baseline: an aiohttp handler that inserts the raw body into a jsonb table, nothing else.
+The same load generator (this process) posts the same bodies (every request a new chat, so every
+request creates a lead, a dialog, a message and a job) at both, first closed-loop at full speed
+(requests/s, p50, p99), then open-loop at half of each one's own peak (p50, p99 measured from the
+scheduled send time, so a stalled server cannot hide its queueing). Prints the ratio.
+
+    .venv/bin/python bench/ingest.py [--requests 4000] [--rounds 3] [--concurrency 32] [--half-seconds 5]
+
+Database: TEST_DATABASE_URL's server, else PostgreSQL on 127.0.0.1:5432, else an embedded one.
+Targets (issue 4): service ≥ 0.7 × baseline requests/s, p99 < 50 ms at half of peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.db import create_pool  # noqa: E402
+from core.migrate import migrate  # noqa: E402
+from tests.dbsetup import fresh_database  # noqa: E402
+from tests.seed import WEBHOOK_SECRET, seed  # noqa: E402
+
+FIXTURE = ROOT / "tests" / "bot" / "fixtures" / "evolution" / "text-2.3.7.json"
+POOL_SIZE = 10  # the service's default db_pool_max; the baseline gets the same
+
+
+# -- the baseline server (run in its own process: `ingest.py --baseline PORT DSN`) ---------------
+
+async def serve_baseline(port: int, dsn: str) -> None:
+    from aiohttp import web
+
+    pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
+    assert pool is not None
+    await pool.execute(
+        "CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, body jsonb NOT NULL,"
+        " received_at timestamptz NOT NULL DEFAULT now())"
+    )
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        await pool.execute("INSERT INTO bench_raw (body) VALUES ($1::jsonb)", body.decode())
+        return web.json_response({"status": "stored"})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_post("/webhooks/evolution", handler)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print("baseline listening", flush=True)
+    await asyncio.Event().wait()
+
+
+# -- load generation ---------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+class Bodies:
+    """Distinct chats: every body a new phone number and message id (a new lead and dialog)."""
+
+    def __init__(self) -> None:
+        self.template = json.loads(FIXTURE.read_text(encoding="utf-8"))
+        self.n = 0
+
+    def next(self) -> bytes:
+        self.n += 1
+        body = copy.deepcopy(self.template)
+        jid = f"7916{self.n:07d}@s.whatsapp.net"
+        body["data"]["key"].update({"remoteJid": jid, "remoteJidAlt": jid, "id": f"3EB0BENCH{self.n:012d}"})
+        body["data"]["message"]["conversation"] = f"Здравствуйте! Сколько стоит имплант? #{self.n}"
+        return json.dumps(body, ensure_ascii=False).encode()
+
+
+HEADERS = {"X-Webhook-Secret": WEBHOOK_SECRET, "Content-Type": "application/json"}
+
+
+async def _post(http: aiohttp.ClientSession, url: str, body: bytes) -> bool:
+    async with http.post(url, data=body, headers=HEADERS) as resp:
+        await resp.read()
+        return resp.status == 200
+
+
+async def closed_loop(url: str, bodies: list[bytes], concurrency: int) -> Result:
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(bodies)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def worker() -> None:
+            nonlocal errors
+            for body in queue:
+                start = time.perf_counter()
+                ok = await _post(http, url, body)
+                latencies.append(time.perf_counter() - start)
+                errors += not ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Result(len(bodies), elapsed, latencies, errors)
+
+
+async def open_loop(url: str, bodies: list[bytes], rate: float) -> Result:
+    """Send at a fixed rate whatever the answers do; latency counts from each request's due time."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def one(body: bytes, due: float) -> None:
+            nonlocal errors
+            ok = await _post(http, url, body)
+            latencies.append(time.perf_counter() - due)
+            errors += not ok
+
+        tasks = []
+        started = time.perf_counter()
+        sent = 0
+        while sent < len(bodies):
+            now = time.perf_counter()
+            due_count = min(len(bodies), int((now - started) * rate) + 1)
+            for i in range(sent, due_count):
+                tasks.append(asyncio.create_task(one(bodies[i], started + i / rate)))
+            sent = due_count
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return Result(len(bodies), elapsed, latencies, errors)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- orchestration -----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[bytes], within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                async with http.get(url + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+def start_service(dsn: str, port: int, command: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DATABASE_URL": dsn, "QUALIBOT_PORT": str(port), "QUALIBOT_LOG_LEVEL": "warning",
+           "QUALIBOT_DB_POOL_MAX": str(POOL_SIZE)}
+    env.pop("OPENAI_API_KEY", None)
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
+
+
+def start_baseline(dsn: str, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, "--baseline", str(port), dsn],
+                            stdout=subprocess.DEVNULL, cwd=ROOT)
+
+
+async def backend_cpu(pool: asyncpg.Pool) -> dict[int, float]:
+    """CPU seconds of this database's PostgreSQL backends (when the server runs on this machine)."""
+    pids = await pool.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    found = {}
+    for row in pids:
+        try:
+            found[row["pid"]] = cpu_seconds(row["pid"])
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+
+@dataclass
+class Cost:
+    server: float  # CPU seconds per request in the server process
+    database: float  # CPU seconds per request in PostgreSQL backends (0 when not measurable)
+
+
+async def measure(url: str, proc: subprocess.Popen[bytes], pool: asyncpg.Pool, bodies: list[bytes],
+                  concurrency: int) -> tuple[Result, Cost]:
+    before, db_before = cpu_seconds(proc.pid), await backend_cpu(pool)
+    result = await closed_loop(url + "/webhooks/evolution", bodies, concurrency)
+    after, db_after = cpu_seconds(proc.pid), await backend_cpu(pool)
+    database = sum(cpu - db_before.get(pid, 0.0) for pid, cpu in db_after.items())
+    return result, Cost((after - before) / len(bodies), database / len(bodies))
+
+
+async def run(args: argparse.Namespace) -> int:
+    async with fresh_database(Path(tempfile.mkdtemp(prefix="qualibot-bench-"))) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        pool = await create_pool(dsn, max_size=2)
+        await seed(pool)
+        names = ("baseline", "service")
+        ports = {name: free_port() for name in names}
+        command = args.service_cmd.split() if args.service_cmd else [
+            str(ROOT / ".venv" / "bin" / "qualibot"), "serve", "--no-workers"]
+        procs = {"baseline": start_baseline(dsn, ports["baseline"]),
+                 "service": start_service(dsn, ports["service"], command)}
+        peaks: dict[str, list[Result]] = {name: [] for name in names}
+        costs: dict[str, list[Cost]] = {name: [] for name in names}
+        halves: dict[str, Result] = {}
+        try:
+            urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+            for name in names:
+                await wait_healthy(urls[name], procs[name])
+            gen = Bodies()
+            for name in names:  # warm up both: connections, prepared statements, caches
+                await closed_loop(urls[name] + "/webhooks/evolution", [gen.next() for _ in range(500)],
+                                  args.concurrency)
+            for _ in range(args.rounds):  # alternate, so a noisy moment hurts both alike
+                for name in names:
+                    bodies = [gen.next() for _ in range(args.requests)]
+                    result, cost = await measure(urls[name], procs[name], pool, bodies, args.concurrency)
+                    peaks[name].append(result)
+                    costs[name].append(cost)
+            for name in names:
+                rate = statistics.median(r.rps for r in peaks[name]) / 2
+                bodies = [gen.next() for _ in range(int(rate * args.half_seconds))]
+                halves[name] = await open_loop(urls[name] + "/webhooks/evolution", bodies, rate)
+            stored = await pool.fetchval("SELECT count(*) FROM messages")
+            jobs = await pool.fetchval("SELECT count(*) FROM jobs WHERE name = 'bot.dialog'")
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+            for proc in procs.values():
+                proc.wait(timeout=30)
+            await pool.close()
+    report(args, peaks, costs, halves, stored, jobs)
+    return 0
+
+
+def report(args: argparse.Namespace, peaks: dict[str, list[Result]], costs: dict[str, list[Cost]],
+           halves: dict[str, Result], stored: int, jobs: int) -> None:
+    print(f"ingest: {args.rounds} alternating rounds of {args.requests} requests per server, concurrency "
+          f"{args.concurrency}, every request a new chat; {os.cpu_count()} CPUs shared by the load generator, "
+          "both servers and PostgreSQL")
+    print(f"{'':<9} {'peak r/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'app cpu':>8} {'db cpu':>7}   "
+          f"{'half r/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}   rounds r/s")
+    median_rps = {}
+    for name, results in peaks.items():
+        mid = sorted(results, key=lambda r: r.rps)[len(results) // 2]
+        median_rps[name] = mid.rps
+        half = halves[name]
+        errors = sum(r.errors for r in results) + half.errors
+        rounds = " ".join(f"{r.rps:.0f}" for r in results)
+        app_cpu = statistics.median(c.server for c in costs[name]) * 1e6
+        db_cpu = statistics.median(c.database for c in costs[name]) * 1e6
+        print(f"{name:<9} {mid.rps:>9.0f} {mid.pct(0.5):>7.1f} {mid.pct(0.99):>7.1f} "
+              f"{app_cpu:>6.0f}us {db_cpu:>5.0f}us   {half.rps:>9.0f} {half.pct(0.5):>7.1f} "
+              f"{half.pct(0.99):>7.1f} {errors:>6}   {rounds}")
+    print(f"throughput ratio service/baseline (medians): {median_rps['service'] / median_rps['baseline']:.2f}"
+          " (target >= 0.70)")
+    print("app cpu / db cpu: CPU time per request in the server process / in its PostgreSQL backends "
+          "(robust to other load on the machine, unlike r/s)")
+    print(f"service p99 at half of its peak: {halves['service'].pct(0.99):.1f} ms (target < 50 ms)")
+    print(f"service stored {stored} messages and {jobs} debounced dialog jobs (one per chat)")
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--baseline":
+        asyncio.run(serve_baseline(int(sys.argv[2]), sys.argv[3]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--half-seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--service-cmd", default="",
+                        help="command that serves the app on QUALIBOT_PORT (default: qualibot serve --no-workers)")
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""A few database connections kept out of the pool for intake's one statement.
+
+Why: an asyncpg pool resets every connection it takes back, with a second round trip
+(`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`). Intake's statement runs in
+autocommit and leaves no session state behind, so that reset doubles its round trips for nothing.
+These connections are borrowed from the app's pool once and reused; one that fails in any way
+goes back to the pool (which resets or discards it) and a fresh one is borrowed next time.
+All of them are returned when the app stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from core.db import UNAVAILABLE_ERRORS
+
+MAX_PINNED = 4
+# a connection the server closed under us can also surface as a protocol state error
+CONNECTION_STATE_ERRORS = (asyncpg.exceptions.InternalClientError, asyncpg.PostgresConnectionError)
+
+
+class PinnedConnections:
+    """Up to `size` connections borrowed from the pool given on first use (half of it at most)."""
+
+    def __init__(self, size: int = MAX_PINNED) -> None:
+        self.size = size
+        self._pool: asyncpg.Pool | None = None
+        self._slots: asyncio.Queue[asyncpg.Connection | None] = asyncio.Queue()
+
+    def _bind(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        # leave at least half of the pool to everything else (workers, health checks)
+        self.size = max(1, min(self.size, pool.get_max_size() // 2))
+        for _ in range(self.size):
+            self._slots.put_nowait(None)
+
+    @asynccontextmanager
+    async def connection(self, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            self._bind(pool)
+        slot = await self._slots.get()
+        conn = slot
+        try:
+            if conn is None or conn.is_closed():
+                conn = await pool.acquire()
+            yield conn
+        except BaseException as exc:
+            self._slots.put_nowait(None)
+            if conn is not None:
+                await self._give_back(conn)
+            if is_connection_error(exc):  # the others are likely gone too (a database restart)
+                await self.close()
+            raise
+        self._slots.put_nowait(conn)
+
+    async def _give_back(self, conn: asyncpg.Connection) -> None:
+        try:
+            if self._pool is not None:
+                await self._pool.release(conn)
+        except Exception:  # noqa: S110  # a broken connection: the pool has already dropped it
+            pass
+
+    async def close(self) -> None:
+        """Return every idle connection to the pool (at shutdown, or when one was found dead)."""
+        idle = []
+        while not self._slots.empty():
+            idle.append(self._slots.get_nowait())
+        for _ in idle:
+            self._slots.put_nowait(None)
+        for conn in idle:
+            if conn is not None:
+                await self._give_back(conn)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The connection (not the statement) failed: safe to run the statement again on another one."""
+    return isinstance(exc, UNAVAILABLE_ERRORS + CONNECTION_STATE_ERRORS)

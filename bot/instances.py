@@ -1,0 +1,53 @@
+"""WhatsApp instances as the webhook needs them, cached for a few seconds per app.
+
+Every webhook needs its instance (secret, account, default direction) before anything is written.
+Reading it from the database would double intake's round trips, so a process keeps each instance
+it has seen for `TTL` seconds; a changed secret or direction takes effect within that time. Unknown
+names are not cached, so a newly configured instance works at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+TTL = 5.0
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    account_id: str
+    webhook_secret: str
+    default_direction_id: str | None
+
+
+class InstanceCache:
+    def __init__(self, ttl: float = TTL) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Instance]] = {}
+
+    async def get(self, pool: asyncpg.Pool, name: str) -> Instance | None:
+        now = time.monotonic()
+        hit = self._entries.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await pool.fetchrow(
+            """SELECT name, account_id, webhook_secret, default_direction_id
+               FROM whatsapp_instances WHERE name = $1""",
+            name,
+        )
+        if row is None:
+            self._entries.pop(name, None)
+            return None
+        instance = Instance(**dict(row))
+        if len(self._entries) > 10_000:  # bound memory against a flood of names
+            self._entries.clear()
+        self._entries[name] = (now + self.ttl, instance)
+        return instance
+
+
+INSTANCES: web.AppKey[InstanceCache] = web.AppKey("bot_instances", InstanceCache)

@@ -1,0 +1,243 @@
+"""Evolution API webhook bodies → what intake stores (tolerant of the 2.2 to 2.4 shapes).
+
+- The envelope: `event` (dotted `messages.upsert`, config-style `MESSAGES_UPSERT`, or the URL slug
+  `messages-upsert` of `byEvents` webhooks) and `instance`.
+- The chat: `remoteJidAlt` when it is a phone JID, else `remoteJid` when it is (2.4.0-rc swapped
+  them), else the legacy `senderPn`; a chat known only by `@lid` is kept under the LID and flagged.
+  Groups, `status@broadcast`, broadcast lists and newsletters are ignored.
+- The text: `conversation`, `extendedTextMessage.text`, a media caption, a button/list answer or a
+  speech-to-text transcript; media without text gets its type and a placeholder like `[audio]`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot.referral import Referral, find_referral
+from bot.values import as_bool, as_text, timestamp
+from core.phones import normalize_phone
+
+UPSERT = "messages.upsert"
+PHONE_SUFFIXES = ("@s.whatsapp.net", "@c.us")
+LID_SUFFIX = "@lid"
+MAX_TEXT = 8000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+MEDIA_KINDS = {
+    "imageMessage": "image", "videoMessage": "video", "ptvMessage": "video", "audioMessage": "audio",
+    "documentMessage": "document", "stickerMessage": "sticker", "locationMessage": "location",
+    "liveLocationMessage": "location", "contactMessage": "contact", "contactsArrayMessage": "contact",
+    "pollCreationMessage": "poll", "pollCreationMessageV3": "poll", "eventMessage": "event",
+}
+# containers whose `.message` holds the real content
+WRAPPERS = (
+    "ephemeralMessage", "viewOnceMessage", "viewOnceMessageV2", "viewOnceMessageV2Extension",
+    "documentWithCaptionMessage", "deviceSentMessage",
+)
+# keys that are metadata, not content
+META_KEYS = frozenset({"messageContextInfo", "base64", "mediaUrl", "speechToText", "contextInfo"})
+# content that is not a message from the person (Evolution forwards some of it anyway)
+NO_CONTENT = frozenset({
+    "protocolMessage", "reactionMessage", "pollUpdateMessage", "senderKeyDistributionMessage",
+    "keepInChatMessage", "encReactionMessage", "editedMessage",
+})
+
+
+class BadEvent(ValueError):
+    """The body is JSON but not an Evolution event we can read; the text says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    event: str  # dotted lowercase, e.g. "messages.upsert"
+    instance: str
+    data: Any
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    contact: str  # international phone digits, or the LID when is_lid
+    is_lid: bool
+    from_me: bool
+    push_name: str | None
+    text: str
+    media_type: str | None
+    sent_at: datetime
+    referral: Referral | None
+
+
+@dataclass(frozen=True)
+class Ignored:
+    message_id: str
+    reason: str  # group | status | broadcast | newsletter | no_content
+
+
+def event_name(raw: str) -> str:
+    """`MESSAGES_UPSERT`, `messages-upsert`, `messages.upsert` → `messages.upsert`."""
+    return raw.strip().lower().replace("_", ".").replace("-", ".")
+
+
+def parse_envelope(body: Any, slug: str | None = None, header_instance: str | None = None) -> Envelope:
+    if not isinstance(body, dict):
+        raise BadEvent(f"the body is a JSON {type(body).__name__}; an Evolution event is an object "
+                       "with event, instance and data")
+    raw_event = body.get("event") if isinstance(body.get("event"), str) else slug
+    if not raw_event or not raw_event.strip():
+        raise BadEvent("`event` is missing: not an Evolution webhook")
+    instance: Any = body.get("instance")
+    if isinstance(instance, dict):  # some versions send {"instanceName": ...}
+        instance = instance.get("instanceName") or instance.get("name")
+    instance = as_text(instance) or as_text(header_instance)
+    if not instance:
+        raise BadEvent("`instance` is missing: the instance name tells whose webhook this is")
+    return Envelope(event_name(raw_event), instance, body.get("data"))
+
+
+def _jid_user(jid: str) -> str:
+    return jid.split("@", 1)[0].split(":", 1)[0]
+
+
+def _is_phone_jid(jid: str) -> bool:
+    return jid.endswith(PHONE_SUFFIXES) and _jid_user(jid).isdigit()
+
+
+def ignored_chat(jid: str) -> str | None:
+    if jid.endswith("@g.us"):
+        return "group"
+    if jid == "status@broadcast":
+        return "status"
+    if jid.endswith("@broadcast"):
+        return "broadcast"
+    if jid.endswith("@newsletter"):
+        return "newsletter"
+    return None
+
+
+def _phone(digits: str) -> str:
+    # a phone JID's user part is already the international number (country code first, no
+    # trunk prefix), so it is used as is; anything of an unusual length goes through phonenumbers
+    if 8 <= len(digits) <= 15 and digits[0] != "0":
+        return digits
+    return normalize_phone("+" + digits) or digits
+
+
+def contact_of(key: dict[str, Any]) -> tuple[str, bool]:
+    """(phone digits or LID, is_lid) of the chat; BadEvent if the key names no chat."""
+    remote = as_text(key.get("remoteJid"))
+    for jid in (as_text(key.get("remoteJidAlt")), remote, as_text(key.get("senderPn"))):
+        if jid and _is_phone_jid(jid):
+            return _phone(_jid_user(jid)), False
+    for jid in (remote, as_text(key.get("remoteJidAlt"))):
+        if jid and jid.endswith(LID_SUFFIX) and _jid_user(jid):
+            return _jid_user(jid), True
+    if remote and "@" not in remote and remote.lstrip("+").isdigit():
+        return _phone(remote.lstrip("+")), False
+    raise BadEvent("data.key.remoteJid is not a WhatsApp chat id")
+
+
+def _unwrap(message: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(4):
+        for wrapper in WRAPPERS:
+            inner = message.get(wrapper)
+            if isinstance(inner, dict) and isinstance(inner.get("message"), dict):
+                message = inner["message"]
+                break
+        else:
+            return message
+    return message
+
+
+def _interactive_text(message: dict[str, Any]) -> str | None:
+    for key, path in (
+        ("buttonsResponseMessage", ("selectedDisplayText",)),
+        ("templateButtonReplyMessage", ("selectedDisplayText",)),
+        ("listResponseMessage", ("title",)),
+        ("interactiveResponseMessage", ("body", "text")),
+    ):
+        node: Any = message.get(key)
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if as_text(node):
+            return as_text(node)
+    return None
+
+
+def content_of(message: Any) -> tuple[str, str | None] | None:
+    """(text, media type) of a message, or None when it carries nothing a person said."""
+    if not isinstance(message, dict):
+        return None
+    message = _unwrap(message)
+    ext = message.get("extendedTextMessage")
+    text = as_text(message.get("conversation")) or (as_text(ext.get("text")) if isinstance(ext, dict) else None)
+    text = text or _interactive_text(message)
+    media: str | None = None
+    for key, kind in MEDIA_KINDS.items():
+        node = message.get(key)
+        if isinstance(node, dict):
+            media = kind
+            text = text or as_text(node.get("caption")) or as_text(node.get("name"))
+            break
+    text = text or as_text(message.get("speechToText"))
+    if text is None and media is None:
+        unknown = [k for k in message if k not in META_KEYS and k not in NO_CONTENT and k not in WRAPPERS]
+        if not unknown:
+            return None
+        media = unknown[0].removesuffix("Message") or unknown[0]
+    return _clean(text or f"[{media}]"), media
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub("", text)[:MAX_TEXT]
+
+
+def parse_message(data: Any, *, ads: bool = True) -> Message | Ignored:
+    """One message; `ads=False` skips the referral search (the body has no ad data at all)."""
+    if not isinstance(data, dict):
+        raise BadEvent("messages.upsert: `data` must be an object (or a list of them)")
+    key = data.get("key")
+    if not isinstance(key, dict):
+        raise BadEvent("messages.upsert: data.key is missing")
+    message_id = as_text(key.get("id"))
+    if not message_id:
+        raise BadEvent("messages.upsert: data.key.id is missing")
+    remote = as_text(key.get("remoteJid"))
+    if not remote:
+        raise BadEvent("messages.upsert: data.key.remoteJid is missing")
+    reason = ignored_chat(remote)
+    if reason:
+        return Ignored(message_id, reason)
+    contact, is_lid = contact_of(key)
+    content = content_of(data.get("message"))
+    if content is None:
+        return Ignored(message_id, "no_content")
+    from_me = as_bool(key.get("fromMe"))
+    return Message(
+        message_id=message_id[:200],
+        contact=contact,
+        is_lid=is_lid,
+        from_me=from_me,
+        push_name=None if from_me else _push_name(data.get("pushName")),
+        text=content[0],
+        media_type=content[1],
+        sent_at=timestamp(data.get("messageTimestamp")),
+        referral=find_referral(data) if ads and not from_me else None,
+    )
+
+
+def _push_name(value: Any) -> str | None:
+    name = as_text(value)
+    return _clean(name)[:200] if name and name != "Você" else None
+
+
+def parse_upsert(data: Any, *, ads: bool = True) -> list[Message | Ignored]:
+    """Every message of a `messages.upsert` data (an object, or a list in some older versions)."""
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise BadEvent("messages.upsert: `data` is empty")
+    if len(items) > 100:
+        raise BadEvent("messages.upsert: more than 100 messages in one webhook")
+    return [parse_message(item, ads=ads) for item in items]
