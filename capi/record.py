@@ -106,30 +106,17 @@ async def record_event(
         raise ValueError(f"level must be 1, 2 or 3, not {level!r}")
     if dialog_id is None and not crm_entity:
         raise ValueError("record_event needs a dialog_id or a crm_entity: one of them makes the decision unique")
-    dialog = await conn.fetchrow(_DIALOG_SQL, dialog_id) if dialog_id is not None else None
-    if dialog_id is not None and dialog is None:
-        raise LookupError(f"dialog {dialog_id} does not exist")
     if reached_at.tzinfo is None:
         reached_at = reached_at.replace(tzinfo=UTC)  # a naive time is taken as UTC
-    direction_id = direction_id or (dialog["direction_id"] if dialog else None)
-    direction = await conn.fetchrow(_DIRECTION_SQL, direction_id) if direction_id else None
-    clid = dialog["ctwa_clid"] if dialog else None
-    phone = contact_phone or (dialog["contact_phone"] if dialog and not dialog["is_lid"] else None)
-    region = (direction["default_region"] if direction else None) or "RU"
-    if phone and not is_hashed(phone):
-        phone = normalize_phone(phone, region) or phone
-
-    skip = _Skip(skip_reason) if skip_reason else _skip_reason(direction, clid, dialog is not None)
-    event = _event(direction, dialog, level, reached_at, clid, phone,
-                   event_id_for(dialog_id=dialog_id, direction_id=direction_id, crm_entity=crm_entity,
-                                level=level))
+    d = await decide(conn, dialog_id=dialog_id, direction_id=direction_id, level=level, reached_at=reached_at,
+                     crm_entity=crm_entity, contact_phone=contact_phone, skip_reason=skip_reason)
+    direction, skip, event, phone = d.direction, d.skip, d.event, d.phone
     status = "skipped" if skip else "pending"
-    test_code = direction["capi_test_event_code"] if direction else None
     inserted = await conn.fetchval(
-        _INSERT_SQL, direction_id if direction else None, dialog_id, phone,
+        _INSERT_SQL, direction["id"] if direction else None, dialog_id, phone,
         direction["pixel_id"] if direction else None, event["event_name"], level, event["event_id"],
         reached_at, source, status, skip.reason if skip else None, skip.hint if skip else None,
-        crm_entity, audit_request(event, test_code),
+        crm_entity, d.request,
     )
     if inserted is None:
         return None
@@ -139,6 +126,42 @@ async def record_event(
     if status == "pending":
         await schedule_send(conn)
     return str(inserted)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the facts in the database say about one (dialog, level) right now."""
+
+    direction: asyncpg.Record | None
+    skip: _Skip | None
+    event: dict[str, Any]
+    phone: str | None
+    request: dict[str, Any]  # the audited request: the event and the test code, no token
+
+
+async def decide(
+    conn: asyncpg.Connection, *, dialog_id: int | None, direction_id: str | None, level: int,
+    reached_at: datetime, crm_entity: str | None = None, contact_phone: str | None = None,
+    skip_reason: str | None = None,
+) -> Decision:
+    """Read the dialog, lead and direction and decide: send (and what) or skip (and why).
+    Used when a level is first recorded and again by `capi retry` after a fix."""
+    dialog = await conn.fetchrow(_DIALOG_SQL, dialog_id) if dialog_id is not None else None
+    if dialog_id is not None and dialog is None:
+        raise LookupError(f"dialog {dialog_id} does not exist")
+    direction_id = direction_id or (dialog["direction_id"] if dialog else None)
+    direction = await conn.fetchrow(_DIRECTION_SQL, direction_id) if direction_id else None
+    clid = dialog["ctwa_clid"] if dialog else None
+    phone = contact_phone or (dialog["contact_phone"] if dialog and not dialog["is_lid"] else None)
+    region = (direction["default_region"] if direction else None) or "RU"
+    if phone and not is_hashed(phone):
+        phone = normalize_phone(phone, region) or phone
+    skip = _Skip(skip_reason) if skip_reason else _skip_reason(direction, clid, dialog is not None)
+    event = _event(direction, dialog, level, reached_at, clid, phone,
+                   event_id_for(dialog_id=dialog_id, direction_id=direction_id, crm_entity=crm_entity,
+                                level=level))
+    test_code = direction["capi_test_event_code"] if direction else None
+    return Decision(direction, skip, event, phone, audit_request(event, test_code))
 
 
 def _event(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -30,11 +31,35 @@ def error_response(status: int, code: str, detail: str, **extra: Any) -> web.Res
 async def read_json(request: web.Request) -> Any:
     """The body as JSON, or a 400 that says why not (413 comes from aiohttp's size limit)."""
     raw = await request.read()
-    if not raw:
+    if not raw.strip():
         raise ApiError(400, "empty_body", "the request body is empty; a JSON object was expected")
-    import json
-
     try:
-        return json.loads(raw)
+        return clean_strings(json.loads(raw))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+
+
+def clean_text(value: str) -> str:
+    """Text PostgreSQL can store: NUL dropped, lone UTF-16 surrogates (a JavaScript string cut inside
+    an emoji, as peers do send) replaced by U+FFFD."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    return value
+
+
+def clean_strings(value: Any, depth: int = 0) -> Any:
+    """`clean_text` applied to every string (and key) of a decoded JSON document."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if depth > 64:
+        return value
+    if isinstance(value, dict):
+        return {clean_text(k) if isinstance(k, str) else k: clean_strings(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_strings(v, depth + 1) for v in value]
+    return value

@@ -46,6 +46,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 400:
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
         raise
+    except (asyncpg.DataError, UnicodeEncodeError) as exc:
+        # text the database cannot hold (NUL, broken UTF-16) that no parser cleaned: the input is bad
+        log.warning("http.unstorable_input", path=_route(request), error_type=type(exc).__name__)
+        return error_response(400, "invalid_characters", "the request holds characters that cannot be stored")
     except UNAVAILABLE_ERRORS as exc:
         log.warning("http.database_unavailable", path=_route(request), error_type=type(exc).__name__)
         return error_response(503, "database_unavailable", "the database is unavailable; retry later")

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "qualibot.cmd_report",
     "qualibot.cmd_doctor",
     "qualibot.cmd_demo",
+    "qualibot.cmd_capi",
 ]
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
