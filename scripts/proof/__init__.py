@@ -1,0 +1,1 @@
+"""The long versions of the proof scenarios (tests/proof): `python -m scripts.proof.<name> --help`."""
