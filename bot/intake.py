@@ -15,6 +15,8 @@ One statement (data-modifying CTEs, autocommit) is one round trip and one transa
   whole intake stays one round trip (the ingest benchmark's target).
 A concurrent delivery of the same message that commits first makes this statement raise
 serialization_failure (see migrations/003_bot.sql); `store_messages` retries and then finds it.
+It runs on a connection kept out of the pool (`bot.connections`): the pool's reset on release
+would be a second round trip.
 """
 
 from __future__ import annotations

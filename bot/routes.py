@@ -29,8 +29,12 @@ PINNED: web.AppKey[PinnedConnections] = web.AppKey("bot_pinned_connections", Pin
 SOURCE = "evolution"
 
 
+def _count(result: str) -> None:
+    WEBHOOKS.labels(SOURCE, result).inc()
+
+
 def _bad(detail: str) -> ApiError:
-    WEBHOOKS.labels(SOURCE, "bad_request").inc()
+    _count("bad_request")
     return ApiError(400, "not_an_evolution_event", detail)
 
 
@@ -39,7 +43,7 @@ async def evolution_webhook(request: web.Request) -> web.Response:
     try:
         body = await read_json(request)
     except ApiError:
-        WEBHOOKS.labels(SOURCE, "bad_request").inc()
+        _count("bad_request")
         raise
     try:
         envelope = parse_envelope(body, request.match_info.get("event_slug"),
@@ -48,15 +52,15 @@ async def evolution_webhook(request: web.Request) -> web.Response:
         raise _bad(str(exc)) from None
     instance = await request.app[INSTANCES].get(ctx.pool, envelope.instance)
     if instance is None:
-        WEBHOOKS.labels(SOURCE, "unknown_instance").inc()
+        _count("unknown_instance")
         raise ApiError(404, "unknown_instance", f"no WhatsApp instance named {envelope.instance!r} is configured")
     try:
         authenticate(request.headers, instance.webhook_secret)
     except ApiError:
-        WEBHOOKS.labels(SOURCE, "unauthorized").inc()
+        _count("unauthorized")
         raise
     if envelope.event != UPSERT:
-        WEBHOOKS.labels(SOURCE, "other_event").inc()
+        _count("other_event")
         return web.json_response({"status": "ignored", "event": envelope.event})
     try:
         parsed = parse_upsert(envelope.data, ads=may_carry_referral(await request.read()))
@@ -71,7 +75,7 @@ async def evolution_webhook(request: web.Request) -> web.Response:
         for stored in stored_all:
             results.append({"id": stored.message_id, "status": stored.outcome})
     for result in results:
-        WEBHOOKS.labels(SOURCE, result["status"]).inc()
+        _count(result["status"])
     if len(results) == 1:
         return web.json_response(results[0])
     return web.json_response({"status": "ok", "messages": results})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -34,9 +35,16 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise ApiError(400, "empty_body", "the request body is empty; a JSON object was expected")
     try:
-        return clean_strings(json.loads(raw))
+        data = json.loads(raw)
+        return clean_strings(data) if _UNSAFE.search(raw) else data
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+
+
+# A NUL or a lone surrogate reaches a decoded string only through a \u escape, raw UTF-8-encoded
+# surrogates (json.loads decodes bytes with surrogatepass) or a UTF-16/32 body (NUL bytes): bodies
+# with none of these skip the clean_strings walk, which costs more than the parse itself.
+_UNSAFE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]|\x00")
 
 
 def clean_text(value: str) -> str:
