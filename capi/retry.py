@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 import asyncpg
 
 from capi.jobs import schedule_send
+from capi.outbox import AGE_MARGIN, MAX_AGE
 from capi.record import decide
 
-MAX_AGE = timedelta(days=7)
 Status = Literal["error", "skipped"]
 
 _CANDIDATES = """
@@ -97,7 +97,7 @@ async def _retry_one(conn: asyncpg.Connection, row_id: int, counts: RetryCounts)
     if row["status"] == "error" and isinstance(response, dict) and response.get("events_received"):
         counts.possibly_delivered += 1
         return
-    if datetime.now(UTC) - row["event_time"] > MAX_AGE:
+    if datetime.now(UTC) - row["event_time"] > MAX_AGE - AGE_MARGIN:
         counts.expired += 1
         return
     d = await decide(conn, dialog_id=row["dialog_analysis_id"], direction_id=row["direction_id"],
