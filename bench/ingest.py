@@ -9,6 +9,11 @@ request creates a lead, a dialog, a message and a job) at both, first closed-loo
 scheduled send time, so a stalled server cannot hide its queueing). Prints the ratio.
 
     .venv/bin/python bench/ingest.py [--requests 4000] [--rounds 3] [--concurrency 32] [--half-seconds 5]
+        [--preload N] [--compare-preload 10000,1000000]
+
+`--preload N` first stores N messages (N/10 dialogs and leads, set-based SQL) and ANALYZEs, so the
+intake runs against large tables; `--compare-preload A,B` runs the whole benchmark once per size
+and prints the service's r/s and p99 for each, and their ratio.
 
 Database: TEST_DATABASE_URL's server, else PostgreSQL on 127.0.0.1:5432, else an embedded one.
 Targets (issue 4): service ≥ 0.7 × baseline requests/s, p99 < 50 ms at half of peak.
@@ -237,7 +242,51 @@ async def measure(url: str, proc: subprocess.Popen[bytes], pool: asyncpg.Pool, b
     return result, Cost((after - before) / len(bodies), database / len(bodies))
 
 
-async def run(args: argparse.Namespace) -> int:
+PRELOAD_SQL = [
+    # N/10 leads and dialogs of the seeded instance, phones 7800... (the load uses 7916...)
+    """INSERT INTO leads (account_id, instance_name, phone, push_name, direction_id, created_at, updated_at)
+       SELECT 'clinic', 'clinic-main', '7800' || lpad(g::text, 7, '0'), 'Client ' || g, 'implants',
+              now() - interval '30 days', now() - interval '30 days'
+       FROM generate_series(1, $1::int / 10) g""",
+    """INSERT INTO dialog_analysis (account_id, instance_name, contact_phone, lead_id, direction_id,
+                                    client_message_count, last_client_message_at, last_message_at)
+       SELECT account_id, instance_name, phone, id, direction_id, 5, updated_at, updated_at FROM leads
+       WHERE phone LIKE '7800%'""",
+    # ten messages per dialog, client and bot in turn
+    """INSERT INTO messages (instance_name, message_id, dialog_id, role, text, sent_at, delivery_status, external_id)
+       SELECT d.instance_name, 'PRELOAD' || d.id || '-' || k, d.id,
+              CASE WHEN k % 2 = 1 THEN 'client' ELSE 'bot' END, 'Stored message ' || k || ' of dialog ' || d.id,
+              now() - interval '30 days' + k * interval '1 minute',
+              CASE WHEN k % 2 = 0 THEN 'sent' END, CASE WHEN k % 2 = 0 THEN 'BOT' || d.id || '-' || k END
+       FROM dialog_analysis d, generate_series(1, 10) k WHERE d.contact_phone LIKE '7800%'""",
+]
+
+
+async def preload(pool: asyncpg.Pool, messages: int) -> None:
+    """Fill the database with `messages` stored messages over messages/10 dialogs and leads."""
+    started = time.perf_counter()
+    async with pool.acquire() as conn:
+        for sql in PRELOAD_SQL:
+            await conn.execute(sql, messages) if "$1" in sql else await conn.execute(sql)
+        await conn.execute("ANALYZE leads; ANALYZE dialog_analysis; ANALYZE messages; ANALYZE jobs")
+        count = await conn.fetchval("SELECT count(*) FROM messages")
+        try:  # write the bulk load's dirty pages now, not during the measured run
+            await conn.execute("CHECKPOINT")
+        except asyncpg.InsufficientPrivilegeError:
+            pass
+    print(f"preloaded {count} messages in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+@dataclass
+class Outcome:
+    peaks: dict[str, list[Result]]
+    costs: dict[str, list[Cost]]
+    halves: dict[str, Result]
+    stored: int
+    jobs: int
+
+
+async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
     async with fresh_database(Path(tempfile.mkdtemp(prefix="qualibot-bench-"))) as dsn:
         conn = await asyncpg.connect(dsn)
         try:
@@ -246,6 +295,8 @@ async def run(args: argparse.Namespace) -> int:
             await conn.close()
         pool = await create_pool(dsn, max_size=2)
         await seed(pool)
+        if preload_messages:
+            await preload(pool, preload_messages)
         names = ("baseline", "service")
         ports = {name: free_port() for name in names}
         command = args.service_cmd.split() if args.service_cmd else [
@@ -273,7 +324,7 @@ async def run(args: argparse.Namespace) -> int:
                 rate = statistics.median(r.rps for r in peaks[name]) / 2
                 bodies = [gen.next() for _ in range(int(rate * args.half_seconds))]
                 halves[name] = await open_loop(urls[name] + "/webhooks/evolution", bodies, rate)
-            stored = await pool.fetchval("SELECT count(*) FROM messages")
+            stored = await pool.fetchval("SELECT count(*) FROM messages") - preload_messages
             jobs = await pool.fetchval("SELECT count(*) FROM jobs WHERE name = 'bot.dialog'")
         finally:
             for proc in procs.values():
@@ -281,12 +332,41 @@ async def run(args: argparse.Namespace) -> int:
             for proc in procs.values():
                 proc.wait(timeout=30)
             await pool.close()
-    report(args, peaks, costs, halves, stored, jobs)
+    return Outcome(peaks, costs, halves, stored, jobs)
+
+
+def median_result(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
+
+
+async def compare_preload(args: argparse.Namespace, sizes: list[int]) -> int:
+    """The whole benchmark once per preloaded size; the service's figures side by side."""
+    outcomes = []
+    for size in sizes:
+        print(f"--- {size} stored messages before the run", flush=True)
+        outcome = await run(args, size)
+        report(args, outcome)
+        outcomes.append(outcome)
+    print(f"{'stored messages':>16} {'service peak r/s':>17} {'peak p99 ms':>12} {'half-peak p99 ms':>17}"
+          f" {'ratio to baseline':>18}")
+    for size, outcome in zip(sizes, outcomes, strict=True):
+        peak, base = median_result(outcome.peaks["service"]), median_result(outcome.peaks["baseline"])
+        print(f"{size:>16} {peak.rps:>17.0f} {peak.pct(0.99):>12.1f} {outcome.halves['service'].pct(0.99):>17.1f}"
+              f" {peak.rps / base.rps:>18.2f}")
+    first, last = outcomes[0], outcomes[-1]
+    rps = median_result(last.peaks["service"]).rps / median_result(first.peaks["service"]).rps
+    p99 = last.halves["service"].pct(0.99) / first.halves["service"].pct(0.99)
+    print(f"{sizes[-1]} vs {sizes[0]} stored messages: service r/s x{rps:.2f}, p99 at half peak x{p99:.2f}")
     return 0
 
 
-def report(args: argparse.Namespace, peaks: dict[str, list[Result]], costs: dict[str, list[Cost]],
-           halves: dict[str, Result], stored: int, jobs: int) -> None:
+async def run_once(args: argparse.Namespace) -> int:
+    report(args, await run(args, args.preload))
+    return 0
+
+
+def report(args: argparse.Namespace, outcome: Outcome) -> None:
+    peaks, costs, halves, stored, jobs = outcome.peaks, outcome.costs, outcome.halves, outcome.stored, outcome.jobs
     print(f"ingest: {args.rounds} alternating rounds of {args.requests} requests per server, concurrency "
           f"{args.concurrency}, every request a new chat; {os.cpu_count()} CPUs shared by the load generator, "
           "both servers and PostgreSQL")
@@ -294,7 +374,7 @@ def report(args: argparse.Namespace, peaks: dict[str, list[Result]], costs: dict
           f"{'half r/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}   rounds r/s")
     median_rps = {}
     for name, results in peaks.items():
-        mid = sorted(results, key=lambda r: r.rps)[len(results) // 2]
+        mid = median_result(results)
         median_rps[name] = mid.rps
         half = halves[name]
         errors = sum(r.errors for r in results) + half.errors
@@ -323,7 +403,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--service-cmd", default="",
                         help="command that serves the app on QUALIBOT_PORT (default: qualibot serve --no-workers)")
-    return asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--preload", type=int, default=0, metavar="N",
+                        help="store N messages (N/10 dialogs and leads) before the run")
+    parser.add_argument("--compare-preload", default="", metavar="A,B",
+                        help="run once per preloaded size (e.g. 10000,1000000) and compare the service's p99")
+    args = parser.parse_args()
+    if args.compare_preload:
+        sizes = [int(x) for x in args.compare_preload.split(",") if x.strip()]
+        return asyncio.run(compare_preload(args, sizes))
+    return asyncio.run(run_once(args))
 
 
 if __name__ == "__main__":

@@ -49,5 +49,8 @@ class InstanceCache:
         self._entries[name] = (now + self.ttl, instance)
         return instance
 
+    def forget(self, name: str) -> None:
+        self._entries.pop(name, None)
+
 
 INSTANCES: web.AppKey[InstanceCache] = web.AppKey("bot_instances", InstanceCache)

@@ -17,7 +17,7 @@ from aiohttp import web
 from bot.auth import authenticate
 from bot.connections import PinnedConnections
 from bot.instances import INSTANCES, InstanceCache
-from bot.intake import store_messages
+from bot.intake import InstanceGone, store_messages
 from bot.parse import UPSERT, BadEvent, Ignored, Message, parse_envelope, parse_upsert
 from bot.referral import may_carry_referral
 from core.logging import get_logger
@@ -38,6 +38,11 @@ def _bad(detail: str) -> ApiError:
     return ApiError(400, "not_an_evolution_event", detail)
 
 
+def _unknown(name: str) -> ApiError:
+    _count("unknown_instance")
+    return ApiError(404, "unknown_instance", f"no WhatsApp instance named {name!r} is configured")
+
+
 async def evolution_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     try:
@@ -52,8 +57,7 @@ async def evolution_webhook(request: web.Request) -> web.Response:
         raise _bad(str(exc)) from None
     instance = await request.app[INSTANCES].get(ctx.pool, envelope.instance)
     if instance is None:
-        _count("unknown_instance")
-        raise ApiError(404, "unknown_instance", f"no WhatsApp instance named {envelope.instance!r} is configured")
+        raise _unknown(envelope.instance)
     try:
         authenticate(request.headers, instance.webhook_secret)
     except ApiError:
@@ -71,7 +75,11 @@ async def evolution_webhook(request: web.Request) -> web.Response:
         {"id": p.message_id, "status": "ignored", "reason": p.reason} for p in parsed if isinstance(p, Ignored)
     ]
     if messages:
-        stored_all = await store_messages(request.app[PINNED], ctx.pool, instance, messages, ctx.settings)
+        try:
+            stored_all = await store_messages(request.app[PINNED], ctx.pool, instance, messages, ctx.settings)
+        except InstanceGone:
+            request.app[INSTANCES].forget(instance.name)
+            raise _unknown(instance.name) from None
         for stored in stored_all:
             results.append({"id": stored.message_id, "status": stored.outcome})
     for result in results:

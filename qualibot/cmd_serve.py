@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 from typing import Any
 
@@ -49,6 +50,9 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
+        # startup's objects (modules, settings, the app) live as long as the process: keep them out
+        # of the collector's full passes, which otherwise walk them again and again under load
+        gc.freeze()
         log.info("serve.listening", host=settings.host, port=settings.port, workers=not args.no_workers)
         print(f"qualibot listening on http://{settings.host}:{settings.port}", flush=True)
         await _until_signal()
