@@ -19,7 +19,8 @@ from tests.bot.conftest import CLOUD_SECRET, FIXTURES, VENEERS_AD, StartBot, loa
 from tests.seed import WEBHOOK_SECRET
 
 CLID = "Affc9P3TLX9o7iBSwwqSi-6dEoQ1n2c3Kx8"
-SHARED = Path("/work/shared/fixtures/evolution")
+# the workspace keeps the peers' fixtures in shared/ beside the repository (CI too)
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "evolution"
 
 # file → (text, phone, role, media type, click id); None for a chat that is ignored
 EXPECTED: dict[str, tuple[str, str, str, str | None, str | None] | None] = {

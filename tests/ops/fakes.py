@@ -1,6 +1,6 @@
 """Small fake peers for `qualibot doctor --online`: each knows one good credential and answers
 the read-only request the doctor makes the way the real service does (shapes from
-/work/shared/fixtures: amocrm/api-401.json, bitrix24/rest-401-no-auth.json, meta/error-190-*)."""
+../shared/fixtures: amocrm/api-401.json, bitrix24/rest-401-no-auth.json, meta/error-190-*)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from tests.proof.peers import BOOKED_MARK, QUALIFIED_MARK
 from tests.seed import WEBHOOK_SECRET
 
 TESTS = Path(__file__).resolve().parents[1]
-# the peers' real payload shapes, as the bot and CRM tests keep them (copies of /work/shared/fixtures)
+# the peers' real payload shapes, as the bot and CRM tests keep them (copies of ../shared/fixtures)
 FIXTURES = {"evolution": TESTS / "bot" / "fixtures" / "evolution", "amocrm": TESTS / "crm" / "fixtures" / "amocrm",
             "bitrix24": TESTS / "crm" / "fixtures" / "bitrix24"}
 EVOLUTION = FIXTURES["evolution"]
