@@ -14,8 +14,8 @@ from typing import Any, Literal
 import asyncpg
 
 from capi.errors import BUSINESS_MESSAGING_EVENT_NAMES
+from capi.payload import event_name_for
 from core.settings import Settings
-from qualibot.tenants import DEFAULT_EVENT_NAMES
 
 Severity = Literal["ERROR", "WARN", "OK"]
 FIELD_KEYS = {1: "interest_fields", 2: "qualified_fields", 3: "scheduled_fields"}
@@ -54,7 +54,9 @@ class Direction:
     crm_token: str | None = None
 
     def names(self) -> dict[int, str]:
-        return {lvl: self.event_names.get(lvl) or DEFAULT_EVENT_NAMES[lvl] for lvl in (1, 2, 3)}
+        # the names the sender will use, by the sender's own rule
+        configured = {str(lvl): name for lvl, name in self.event_names.items()}
+        return {lvl: event_name_for(configured, lvl) for lvl in (1, 2, 3)}
 
     def meta_token(self) -> tuple[str, str] | None:
         """(which token, the token): the ad account's when set, else the account's fallback."""

@@ -12,9 +12,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-LEVELS = (1, 2, 3)
-DEFAULT_EVENT_NAMES = {1: "Lead", 2: "CompleteRegistration", 3: "Schedule"}
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from capi.payload import DEFAULT_EVENT_NAMES
 from qualibot.cli import main
-from qualibot.tenants import DEFAULT_EVENT_NAMES
 from tests.seed import PIXEL_ID
 
 
