@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import aiohttp
 import asyncpg
@@ -63,6 +64,27 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal_error", "internal error")
 
 
+@asynccontextmanager
+async def running_worker(
+    ctx: AppContext, registry: JobRegistry[AppContext] | None = None
+) -> AsyncIterator[Worker[AppContext]]:
+    """A worker running in the background for the block; on exit, in-flight jobs get the grace period."""
+    settings = ctx.settings
+    worker = Worker(
+        ctx.pool, registry or job_registry(), ctx,
+        concurrency=settings.worker_concurrency,
+        poll_seconds=settings.worker_poll_seconds,
+        lease_seconds=settings.job_lease_seconds,
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        await worker.stop(settings.shutdown_grace_seconds)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -89,21 +111,9 @@ def create_app(
                     await own_pool.close()
 
     async def workers(app: web.Application) -> AsyncIterator[None]:
-        ctx = app[CTX]
-        worker = Worker(
-            ctx.pool, registry or job_registry(), ctx,
-            concurrency=settings.worker_concurrency,
-            poll_seconds=settings.worker_poll_seconds,
-            lease_seconds=settings.job_lease_seconds,
-        )
-        app[WORKER] = worker
-        task = asyncio.create_task(worker.run())
-        try:
+        async with running_worker(app[CTX], registry) as worker:
+            app[WORKER] = worker
             yield
-        finally:
-            await worker.stop(settings.shutdown_grace_seconds)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     app.cleanup_ctx.append(resources)
     if with_workers:

@@ -12,13 +12,11 @@ from aiohttp import web
 
 from core.context import AppContext, make_llm
 from core.db import UNAVAILABLE_ERRORS, open_pool
-from core.jobs import Worker
 from core.logging import get_logger
 from core.migrate import MigrationError, check_current
 from core.settings import Settings
-from qualibot.app import create_app
+from qualibot.app import create_app, running_worker
 from qualibot.cli import CliError
-from qualibot.wiring import job_registry
 
 log = get_logger("qualibot.serve")
 
@@ -69,18 +67,9 @@ async def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         await _check_schema(settings)
     async with open_pool(settings) as pool, aiohttp.ClientSession() as http:
         ctx = AppContext(settings=settings, pool=pool, http=http, llm=make_llm(settings))
-        worker = Worker(
-            pool, job_registry(), ctx,
-            concurrency=settings.worker_concurrency,
-            poll_seconds=settings.worker_poll_seconds,
-            lease_seconds=settings.job_lease_seconds,
-        )
-        task = asyncio.create_task(worker.run())
-        print("qualibot worker running", flush=True)
-        await _until_signal()
-        await worker.stop(settings.shutdown_grace_seconds)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with running_worker(ctx):
+            print("qualibot worker running", flush=True)
+            await _until_signal()
         if ctx.llm is not None:
             await ctx.llm.close()
     return 0
