@@ -1,12 +1,17 @@
 """Ingest benchmark: Evolution `messages.upsert` webhooks at the real service vs a minimal baseline.
 
 Both servers run as their own processes on a fresh database of the same PostgreSQL:
-- service:  `qualibot serve --no-workers` (auth, parse, message + lead + dialog + debounced job);
+- service:  `qualibot serve` (auth, parse, store the message; its worker's intake drain links it:
+  lead + dialog + debounced job). The reply buffer is set to an hour, so no dialog job runs
+  during the benchmark: what is measured is intake, not the bot's replies;
 - baseline: an aiohttp handler that inserts the raw body into a jsonb table, nothing else.
 The same load generator (this process) posts the same bodies (every request a new chat, so every
 request creates a lead, a dialog, a message and a job) at both, first closed-loop at full speed
 (requests/s, p50, p99), then open-loop at half of each one's own peak (p50, p99 measured from the
-scheduled send time, so a stalled server cannot hide its queueing). Prints the ratio.
+scheduled send time, so a stalled server cannot hide its queueing). A service round ends when
+every message it was sent is linked to its dialog, not at the last 200, so the drain's work
+counts in the service's requests/s and CPU. Prints the ratio, and how long messages waited for
+the drain (receipt to link).
 
     .venv/bin/python bench/ingest.py [--requests 4000] [--rounds 3] [--concurrency 32] [--half-seconds 5]
         [--preload N] [--compare-preload 10000,1000000]
@@ -204,7 +209,9 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes], within: float = 
 
 def start_service(dsn: str, port: int, command: list[str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DATABASE_URL": dsn, "QUALIBOT_PORT": str(port), "QUALIBOT_LOG_LEVEL": "warning",
-           "QUALIBOT_DB_POOL_MAX": str(POOL_SIZE)}
+           "QUALIBOT_DB_POOL_MAX": str(POOL_SIZE),
+           # no dialog job comes due during the run: replies are not intake
+           "QUALIBOT_BUFFER_SECONDS": "3600", "QUALIBOT_BUFFER_MAX_SECONDS": "3600"}
     env.pop("OPENAI_API_KEY", None)
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
 
@@ -233,10 +240,23 @@ class Cost:
     database: float  # CPU seconds per request in PostgreSQL backends (0 when not measurable)
 
 
+async def all_linked(pool: asyncpg.Pool, within: float = 120) -> None:
+    """Wait until the service's drain has linked every stored message."""
+    deadline = time.monotonic() + within
+    while await pool.fetchval("SELECT EXISTS (SELECT 1 FROM messages WHERE dialog_id IS NULL)"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the service did not link its messages in time")
+        await asyncio.sleep(0.005)
+
+
 async def measure(url: str, proc: subprocess.Popen[bytes], pool: asyncpg.Pool, bodies: list[bytes],
-                  concurrency: int) -> tuple[Result, Cost]:
+                  concurrency: int, *, drained: bool) -> tuple[Result, Cost]:
     before, db_before = cpu_seconds(proc.pid), await backend_cpu(pool)
+    started = time.perf_counter()
     result = await closed_loop(url + "/webhooks/evolution", bodies, concurrency)
+    if drained:  # the round ends when intake is complete, not at the last 200
+        await all_linked(pool)
+        result.seconds = time.perf_counter() - started
     after, db_after = cpu_seconds(proc.pid), await backend_cpu(pool)
     database = sum(cpu - db_before.get(pid, 0.0) for pid, cpu in db_after.items())
     return result, Cost((after - before) / len(bodies), database / len(bodies))
@@ -284,6 +304,19 @@ class Outcome:
     halves: dict[str, Result]
     stored: int
     jobs: int
+    linked: int
+    lag_ms: dict[str, tuple[float, float]]  # phase -> (p50, p99) of receipt-to-link time
+
+
+LAG_SQL = """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) * 1000,
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) * 1000
+             FROM (SELECT extract(epoch FROM d.created_at - m.created_at) AS lag
+                   FROM messages m JOIN dialog_analysis d ON d.id = m.dialog_id
+                   WHERE m.id > $1 AND m.id <= $2) x"""
+
+
+async def last_message_id(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT coalesce(max(id), 0) FROM messages"))
 
 
 async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
@@ -300,12 +333,13 @@ async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
         names = ("baseline", "service")
         ports = {name: free_port() for name in names}
         command = args.service_cmd.split() if args.service_cmd else [
-            str(ROOT / ".venv" / "bin" / "qualibot"), "serve", "--no-workers"]
+            str(ROOT / ".venv" / "bin" / "qualibot"), "serve"]
         procs = {"baseline": start_baseline(dsn, ports["baseline"]),
                  "service": start_service(dsn, ports["service"], command)}
         peaks: dict[str, list[Result]] = {name: [] for name in names}
         costs: dict[str, list[Cost]] = {name: [] for name in names}
         halves: dict[str, Result] = {}
+        lag_ms: dict[str, tuple[float, float]] = {}
         try:
             urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
             for name in names:
@@ -314,17 +348,26 @@ async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
             for name in names:  # warm up both: connections, prepared statements, caches
                 await closed_loop(urls[name] + "/webhooks/evolution", [gen.next() for _ in range(500)],
                                   args.concurrency)
+            await all_linked(pool)
+            first = await last_message_id(pool)
             for _ in range(args.rounds):  # alternate, so a noisy moment hurts both alike
                 for name in names:
                     bodies = [gen.next() for _ in range(args.requests)]
-                    result, cost = await measure(urls[name], procs[name], pool, bodies, args.concurrency)
+                    result, cost = await measure(urls[name], procs[name], pool, bodies, args.concurrency,
+                                                 drained=name == "service")
                     peaks[name].append(result)
                     costs[name].append(cost)
+            lag_ms["peak"] = tuple(await pool.fetchrow(LAG_SQL, first, await last_message_id(pool)))
             for name in names:
                 rate = statistics.median(r.rps for r in peaks[name]) / 2
                 bodies = [gen.next() for _ in range(int(rate * args.half_seconds))]
+                first = await last_message_id(pool)
                 halves[name] = await open_loop(urls[name] + "/webhooks/evolution", bodies, rate)
+                if name == "service":
+                    await all_linked(pool)
+                    lag_ms["half"] = tuple(await pool.fetchrow(LAG_SQL, first, await last_message_id(pool)))
             stored = await pool.fetchval("SELECT count(*) FROM messages") - preload_messages
+            linked = await pool.fetchval("SELECT count(*) FROM messages WHERE dialog_id IS NOT NULL") - preload_messages
             jobs = await pool.fetchval("SELECT count(*) FROM jobs WHERE name = 'bot.dialog'")
         finally:
             for proc in procs.values():
@@ -332,7 +375,7 @@ async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
             for proc in procs.values():
                 proc.wait(timeout=30)
             await pool.close()
-    return Outcome(peaks, costs, halves, stored, jobs)
+    return Outcome(peaks, costs, halves, stored, jobs, linked, lag_ms)
 
 
 def median_result(results: list[Result]) -> Result:
@@ -389,7 +432,11 @@ def report(args: argparse.Namespace, outcome: Outcome) -> None:
     print("app cpu / db cpu: CPU time per request in the server process / in its PostgreSQL backends "
           "(robust to other load on the machine, unlike r/s)")
     print(f"service p99 at half of its peak: {halves['service'].pct(0.99):.1f} ms (target < 50 ms)")
-    print(f"service stored {stored} messages and {jobs} debounced dialog jobs (one per chat)")
+    print(f"service stored {stored} messages, linked {outcome.linked} to their dialogs, and queued {jobs} "
+          "debounced dialog jobs (one per chat)")
+    for phase, (p50, p99) in outcome.lag_ms.items():
+        print(f"receipt to link (the drain's lag) at {'full speed' if phase == 'peak' else 'half of peak'}: "
+              f"p50 {p50:.0f} ms, p99 {p99:.0f} ms")
 
 
 def main() -> int:
@@ -402,7 +449,7 @@ def main() -> int:
     parser.add_argument("--half-seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--service-cmd", default="",
-                        help="command that serves the app on QUALIBOT_PORT (default: qualibot serve --no-workers)")
+                        help="command that serves the app on QUALIBOT_PORT (default: qualibot serve)")
     parser.add_argument("--preload", type=int, default=0, metavar="N",
                         help="store N messages (N/10 dialogs and leads) before the run")
     parser.add_argument("--compare-preload", default="", metavar="A,B",

@@ -1,4 +1,4 @@
-"""A few database connections kept out of the pool for intake's one statement.
+"""A few database connections kept out of the pool for intake's one INSERT.
 
 Why: an asyncpg pool resets every connection it takes back, with a second round trip
 (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`). Intake's statement runs in
@@ -8,10 +8,12 @@ goes back to the pool (which resets or discards it) and a fresh one is borrowed 
 All of them are returned when the app stops.
 
 They run with `plan_cache_mode = force_generic_plan` (undone by the pool's reset when they go
-back). Left to choose, PostgreSQL re-plans intake's prepared statement on every call once its
-tables hold a few thousand rows: the custom plan for given parameters looks cheaper than the
-generic one, which keeps the echo and ad-direction branches the parameters rule out, and planning
-that statement costs more than running it (≈ 370 µs of PostgreSQL CPU per webhook).
+back): planning intake's statement would cost more than running it, and its generic plan is a
+probe of two unique indexes.
+
+How many: all of the pool but 3, at most 8. Every webhook's commit waits for its WAL flush, so
+too few connections cap the webhooks per second while the CPUs idle; the 3 left serve the
+workers, the intake drain and health checks.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ import asyncpg
 
 from core.db import UNAVAILABLE_ERRORS
 
-MAX_PINNED = 4
+MAX_PINNED = 8
 GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 # a connection the server closed under us can also surface as a protocol state error
 CONNECTION_STATE_ERRORS = (asyncpg.exceptions.InternalClientError, asyncpg.PostgresConnectionError)
 
 
 class PinnedConnections:
-    """Up to `size` connections borrowed from the pool given on first use (half of it at most)."""
+    """Up to `size` connections borrowed from the pool given on first use (all of it but 3 at most)."""
 
     def __init__(self, size: int = MAX_PINNED) -> None:
         self.size = size
@@ -40,8 +42,8 @@ class PinnedConnections:
 
     def _bind(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        # leave at least half of the pool to everything else (workers, health checks)
-        self.size = max(1, min(self.size, pool.get_max_size() // 2))
+        # leave a few to everything else (workers, the intake drain, health checks)
+        self.size = max(1, min(self.size, pool.get_max_size() - 3))
         for _ in range(self.size):
             self._slots.put_nowait(None)
 

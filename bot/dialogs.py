@@ -29,6 +29,7 @@ class DialogState:
     api_key: str | None
     last_client_id: int | None  # messages.id of the newest client message
     replied: bool  # a bot reply to the burst ending at last_client_id exists
+    waiting: bool  # a message of this chat is stored but not yet linked by the intake drain
 
     @property
     def reply_key(self) -> str:
@@ -53,7 +54,10 @@ async def load_dialog(pool: asyncpg.Pool, dialog_id: int) -> DialogState | None:
                   ad.bot_prompt, i.api_url, i.api_key, last.id AS last_client_id,
                   EXISTS (SELECT 1 FROM messages r
                           WHERE r.instance_name = d.instance_name
-                            AND r.message_id = 'qb-' || d.id || '-' || last.id) AS replied
+                            AND r.message_id = 'qb-' || d.id || '-' || last.id) AS replied,
+                  EXISTS (SELECT 1 FROM messages w
+                          WHERE w.dialog_id IS NULL AND w.instance_name = d.instance_name
+                            AND w.contact = d.contact_phone) AS waiting
            FROM dialog_analysis d
            LEFT JOIN leads l ON l.id = d.lead_id
            LEFT JOIN whatsapp_instances i ON i.name = d.instance_name

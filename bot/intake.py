@@ -1,23 +1,18 @@
-"""Storing one Evolution message: message, lead, dialog and the dialog's debounced job, in one statement.
+"""Storing an Evolution message on receipt: one INSERT, committed before the webhook's 200.
 
-One statement (data-modifying CTEs, autocommit) is one round trip and one transaction:
-- the message is stored once per (instance, Evolution key id); a redelivery finds it and the
-  statement writes nothing at all (`dup`);
-- a `fromMe` message that is our own bot reply coming back (same external id, or the text of a reply
-  still pending while sendText holds its answer) is recognised (`echo`) and not taken for an operator;
-- the lead is upserted: phone, push name, and the ad referral, where the first referral wins (one
-  with a click id replaces one without); its direction is the one whose `ad_ids` hold the ad, else
-  the instance's default;
-- the dialog (`dialog_analysis`) is upserted: client messages count and open a burst, an operator
-  message pauses the bot for `operator_pause_hours`;
-- the dialog job is debounced like `core.jobs.enqueue(key="dialog:<id>", mode="debounce", delay=buffer,
-  max_wait=buffer_max)`: the same INSERT .. ON CONFLICT on the `jobs` table, inlined here so the
-  whole intake stays one round trip (the ingest benchmark's target).
-A concurrent delivery of the same message that commits first makes this statement raise
-serialization_failure (see migrations/003_bot.sql); `store_messages` retries and then finds it.
-The account and default direction are read from `whatsapp_instances` by the statement itself, not
-from the instance cache, so a change of the default direction applies at once and an instance
-removed since its cached lookup stores nothing (`InstanceGone`, answered 404).
+Intake has two steps. This one is on the webhook's path and does as little as it can: the message
+row is stored once per (instance, Evolution key id), with the chat, push name and ad referral the
+drain needs, in one statement (one round trip, autocommit). A redelivery finds the row and writes
+nothing (`duplicate`; telling that from an echo or a removed instance takes a second, read-only
+look, on that rare path only); two concurrent deliveries of one message are settled by the unique index
+(one inserts, the other waits for its commit and then writes nothing). The second step,
+`bot.drain`, links stored messages to their lead and dialog in batches and debounces the dialog
+jobs; a message is kept (dialog_id NULL) until it has, so nothing acknowledged is lost.
+
+A `fromMe` message that is our own bot reply coming back (same external id, or the text of a reply
+still pending while sendText holds its answer) is recognised here (`echo`) and not stored, so it
+is never taken for an operator. The instance is checked by the statement itself, not only by the
+5-second cache: an instance removed since its cached lookup stores nothing (`InstanceGone`, 404).
 It runs on a connection kept out of the pool (`bot.connections`): the pool's reset on release
 would be a second round trip.
 """
@@ -32,90 +27,37 @@ import asyncpg
 from bot.connections import PinnedConnections, is_connection_error
 from bot.instances import Instance
 from bot.parse import Message
+from bot.referral import Referral
 from core.logging import get_logger
-from core.settings import Settings
 
 log = get_logger("bot.intake")
 
 DIALOG_JOB = "bot.dialog"
 MAX_ATTEMPTS = 3
 
-_TAKE = ("(EXCLUDED.referral IS NOT NULL AND (l.referral IS NULL"
-         " OR (l.ctwa_clid IS NULL AND EXCLUDED.ctwa_clid IS NOT NULL)))")
-_REFERRAL_COLUMNS = ("ctwa_clid", "ad_source_id", "ad_source_url", "ad_title", "ad_source_type",
-                     "referral", "referral_at")
-_REFERRAL_SET = ",\n        ".join(f"{c} = CASE WHEN {_TAKE} THEN EXCLUDED.{c} ELSE l.{c} END"
-                                   for c in _REFERRAL_COLUMNS)
-
-INTAKE_SQL = f"""
-WITH dup AS (
-    SELECT 1 FROM messages WHERE instance_name = $1 AND message_id = $2
-), inst AS (
-    SELECT account_id, default_direction_id FROM whatsapp_instances WHERE name = $1
-), echo AS (
-    SELECT 1 FROM messages m JOIN dialog_analysis d ON d.id = m.dialog_id
-    WHERE $6::text = 'operator' AND d.instance_name = $1 AND d.contact_phone = $3 AND m.role = 'bot'
-      AND (m.external_id = $2 OR (m.delivery_status = 'pending' AND m.text = $7))
-), go AS (
-    SELECT NOT EXISTS (SELECT 1 FROM dup) AND NOT EXISTS (SELECT 1 FROM echo) AS ok,
-           EXISTS (SELECT 1 FROM echo) AS echo
-), ad_dir AS (
-    SELECT id FROM account_directions
-    WHERE $11::text IS NOT NULL AND account_id = (SELECT account_id FROM inst) AND $11::text = ANY (ad_ids)
-    ORDER BY id LIMIT 1
-), lead AS (
-    INSERT INTO leads AS l (account_id, instance_name, phone, is_lid, push_name, direction_id,
-                            ctwa_clid, ad_source_id, ad_source_url, ad_title, ad_source_type,
-                            referral, referral_at)
-    SELECT inst.account_id, $1, $3, $4, $5, COALESCE((SELECT id FROM ad_dir), inst.default_direction_id),
-           $10, $11, $12, $13, $14, $15::jsonb, CASE WHEN $15::jsonb IS NOT NULL THEN now() END
-    FROM go, inst WHERE go.ok
-    ON CONFLICT (instance_name, phone) DO UPDATE SET
-        push_name = COALESCE(EXCLUDED.push_name, l.push_name),
-        {_REFERRAL_SET},
-        direction_id = CASE WHEN {_TAKE} AND EXISTS (SELECT 1 FROM ad_dir) THEN EXCLUDED.direction_id
-                            ELSE COALESCE(l.direction_id, EXCLUDED.direction_id) END,
-        updated_at = now()
-    RETURNING l.id, l.account_id, l.direction_id
-), dialog AS (
-    INSERT INTO dialog_analysis AS d (account_id, instance_name, contact_phone, lead_id, direction_id,
-                                      client_message_count, last_client_message_at, last_message_at,
-                                      burst_started_at, bot_paused_until)
-    SELECT lead.account_id, $1, $3, lead.id, lead.direction_id,
-           CASE WHEN $6::text = 'client' THEN 1 ELSE 0 END,
-           CASE WHEN $6::text = 'client' THEN now() END,
-           now(),
-           CASE WHEN $6::text = 'client' THEN now() END,
-           CASE WHEN $6::text = 'operator' THEN now() + make_interval(secs => $18::float8) END
-    FROM lead
-    ON CONFLICT (instance_name, contact_phone) DO UPDATE SET
-        lead_id = EXCLUDED.lead_id,
-        direction_id = COALESCE(EXCLUDED.direction_id, d.direction_id),
-        client_message_count = d.client_message_count + EXCLUDED.client_message_count,
-        last_client_message_at = COALESCE(EXCLUDED.last_client_message_at, d.last_client_message_at),
-        last_message_at = EXCLUDED.last_message_at,
-        burst_started_at = COALESCE(d.burst_started_at, EXCLUDED.burst_started_at),
-        bot_paused_until = GREATEST(d.bot_paused_until, EXCLUDED.bot_paused_until),
-        updated_at = now()
-    RETURNING d.id
-), msg AS (
-    INSERT INTO messages (instance_name, message_id, dialog_id, role, text, media_type, sent_at)
-    SELECT $1, $2, dialog.id, $6, $7, $8, $9 FROM dialog
+_INSERT = """
+    INSERT INTO messages (instance_name, message_id, role, text, media_type, sent_at,
+                          contact, is_lid, push_name, referral)
+    SELECT i.name, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb
+    FROM whatsapp_instances i WHERE i.name = $1 {extra}
     ON CONFLICT (instance_name, message_id) DO NOTHING
-    RETURNING id, dialog_id
-), job AS (
-    INSERT INTO jobs AS j (name, key, payload, run_at)
-    SELECT $19::text, 'dialog:' || msg.dialog_id, jsonb_build_object('dialog_id', msg.dialog_id),
-           now() + make_interval(secs => $16::float8)
-    FROM msg
-    ON CONFLICT (name, key) WHERE status = 'queued' AND key IS NOT NULL DO UPDATE SET
-        run_at = LEAST(EXCLUDED.run_at, j.first_queued_at + make_interval(secs => $17::float8)),
-        payload = EXCLUDED.payload, updated_at = now()
-)
-SELECT go.echo, msg.id AS stored_id, msg.dialog_id, NOT EXISTS (SELECT 1 FROM inst) AS gone,
-       CASE WHEN go.ok AND msg.id IS NULL AND EXISTS (SELECT 1 FROM inst) THEN bot_concurrent_delivery($2) END
-           AS raced
-FROM go LEFT JOIN msg ON true
+    RETURNING id
+"""
+# a client message: stored unless already there (or the instance is gone: see `_why_not_stored`)
+CLIENT_SQL = _INSERT.format(extra="")
+# a fromMe message: stored as the operator's unless it is our own reply coming back
+OPERATOR_SQL = f"""
+WITH echo AS (
+    SELECT 1 FROM messages m JOIN dialog_analysis d ON d.id = m.dialog_id
+    WHERE d.instance_name = $1 AND d.contact_phone = $7 AND m.role = 'bot'
+      AND (m.external_id = $2 OR (m.delivery_status = 'pending' AND m.text = $4))
+), ins AS ({_INSERT.format(extra="AND NOT EXISTS (SELECT 1 FROM echo)")})
+SELECT id FROM ins
+"""
+# the rare second look when nothing was inserted: a redelivery, our echo, or a removed instance
+WHY_NOT_SQL = """
+SELECT EXISTS (SELECT 1 FROM whatsapp_instances WHERE name = $1) AS known,
+       EXISTS (SELECT 1 FROM messages WHERE instance_name = $1 AND message_id = $2) AS stored
 """
 
 
@@ -127,42 +69,45 @@ class InstanceGone(Exception):
 class Stored:
     outcome: str  # stored | duplicate | echo
     message_id: str
-    dialog_id: int | None = None
 
 
-def _args(instance: Instance, m: Message, settings: Settings) -> list[Any]:
-    ref = m.referral
-    return [
-        instance.name, m.message_id, m.contact, m.is_lid, m.push_name, "operator" if m.from_me else "client",
-        m.text, m.media_type, m.sent_at,
-        ref.ctwa_clid if ref else None, ref.source_id if ref else None, ref.source_url if ref else None,
-        ref.title if ref else None, ref.source_type if ref else None,
-        ref.record() if ref else None,  # the pool encodes jsonb parameters
-        settings.buffer_seconds, settings.buffer_max_seconds, settings.operator_pause_hours * 3600.0,
-        DIALOG_JOB,
-    ]
+def referral_record(ref: Referral | None) -> dict[str, Any] | None:
+    """What the message keeps of its ad referral, for the drain to give its lead."""
+    if ref is None:
+        return None
+    return {"ctwa_clid": ref.ctwa_clid, "source_id": ref.source_id, "source_url": ref.source_url,
+            "title": ref.title, "source_type": ref.source_type, "record": ref.record()}
 
 
-async def _store_one(conn: asyncpg.Connection, args: list[Any], message_id: str) -> Stored:
-    row = await conn.fetchrow(INTAKE_SQL, *args)
-    assert row is not None
-    if row["gone"]:
+def _statement(instance: Instance, m: Message) -> tuple[str, list[Any]]:
+    role = "operator" if m.from_me else "client"
+    args = [instance.name, m.message_id, role, m.text, m.media_type, m.sent_at,
+            m.contact, m.is_lid, m.push_name, referral_record(m.referral)]  # the pool encodes jsonb
+    return (OPERATOR_SQL if m.from_me else CLIENT_SQL), args
+
+
+async def _store_one(conn: asyncpg.Connection, sql: str, args: list[Any]) -> Stored:
+    message_id = args[1]
+    if await conn.fetchval(sql, *args) is not None:
+        return Stored("stored", message_id)
+    why = await conn.fetchrow(WHY_NOT_SQL, args[0], message_id)
+    assert why is not None
+    if not why["known"]:
         raise InstanceGone(message_id)
-    if row["stored_id"] is not None:
-        return Stored("stored", message_id, row["dialog_id"])
-    return Stored("echo" if row["echo"] else "duplicate", message_id)
+    echo = sql is OPERATOR_SQL and not why["stored"]
+    return Stored("echo" if echo else "duplicate", message_id)
 
 
 async def store_messages(
     conns: PinnedConnections, pool: asyncpg.Pool, instance: Instance, messages: list[Message],
-    settings: Settings,
 ) -> list[Stored]:
     """Store a webhook's messages in one transaction (one statement when, as usual, there is one).
 
-    Retried on a concurrent duplicate (see migrations/003_bot.sql) and once on a connection that
-    died under us; the statement is idempotent, so a retry after an unseen commit finds the message.
+    Tried again on a deadlock (two batches holding the same messages in another order) and once
+    on a connection that died under us; the insert is idempotent, so a retry after a commit we did
+    not see finds the message and reports it as a duplicate.
     """
-    batch = [(_args(instance, m, settings), m.message_id) for m in messages]
+    batch = [_statement(instance, m) for m in messages]
     lost_connection = False
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
@@ -170,11 +115,11 @@ async def store_messages(
                 if len(batch) == 1:
                     return [await _store_one(conn, *batch[0])]
                 async with conn.transaction():
-                    return [await _store_one(conn, args, mid) for args, mid in batch]
-        except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+                    return [await _store_one(conn, sql, args) for sql, args in batch]
+        except asyncpg.DeadlockDetectedError:
             if attempt == MAX_ATTEMPTS:
                 raise
-            log.info("bot.intake_retry", attempt=attempt, reason="concurrent delivery")
+            log.info("bot.intake_retry", attempt=attempt, reason="deadlock")
         except Exception as exc:
             if lost_connection or attempt == MAX_ATTEMPTS or not is_connection_error(exc):
                 raise

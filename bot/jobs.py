@@ -1,6 +1,8 @@
 """The dialog job (`bot.dialog`), run once a burst of messages has gone quiet.
 
-Intake debounces it per dialog (buffer seconds of quiet, at most buffer_max after the first message).
+The intake drain debounces it per dialog (buffer seconds of quiet, at most buffer_max after the
+first message). A message of the chat still waiting for the drain means the burst is not over:
+the run stops there, and the drain queues the next one when it links that message.
 It answers the burst unless a human operator took over (the dialog is paused) or no LLM is
 configured, then enqueues the dialog's qualification, which happens in every case.
 A reply is recorded before it is sent and keyed on the burst, so it is sent at most once; Evolution's
@@ -11,6 +13,7 @@ LLM errors are retried a few times with the job's backoff, then the burst goes u
 from __future__ import annotations
 
 from bot import dialogs
+from bot.drain import drain_step
 from bot.evolution import EvolutionClient
 from bot.intake import DIALOG_JOB
 from bot.reply import HISTORY_LIMIT, compose_reply
@@ -65,6 +68,9 @@ async def process_dialog(ctx: AppContext, job: Job) -> None:
     state = await dialogs.load_dialog(ctx.pool, dialog_id)
     if state is None:  # the dialog was deleted meanwhile
         return
+    if state.waiting:  # the drain will link that message and queue this dialog's next run
+        REPLIES.labels("intake_pending").inc()
+        return
     outcome = await answer_burst(ctx, state, job)
     REPLIES.labels(outcome).inc()
     await dialogs.finish_burst(ctx.pool, state)
@@ -73,3 +79,4 @@ async def process_dialog(ctx: AppContext, job: Job) -> None:
 def register_jobs(registry: JobRegistry[AppContext]) -> None:
     """Register this package's job handlers by name."""
     registry.register(DIALOG_JOB, process_dialog, backoff_base=2.0, backoff_max=120.0)
+    registry.register_loop("bot.drain", drain_step)

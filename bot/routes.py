@@ -3,7 +3,8 @@
 Order of checks, each answering before anything is written: the body is JSON naming an event and an
 instance (400), the instance is configured (404), the request carries its secret (401); then
 `messages.upsert` is parsed (400 if it is not a message we can read) and stored in one
-transaction before the 200. Other events are authenticated, counted and answered 200.
+transaction before the 200; `bot.drain` then links it to its lead and dialog.
+Other events are authenticated, counted and answered 200.
 Evolution retries 5xx and timeouts but not 4xx, so only server-side failures are 5xx.
 """
 
@@ -76,7 +77,7 @@ async def evolution_webhook(request: web.Request) -> web.Response:
     ]
     if messages:
         try:
-            stored_all = await store_messages(request.app[PINNED], ctx.pool, instance, messages, ctx.settings)
+            stored_all = await store_messages(request.app[PINNED], ctx.pool, instance, messages)
         except InstanceGone:
             request.app[INSTANCES].forget(instance.name)
             raise _unknown(instance.name) from None

@@ -18,6 +18,9 @@ Semantics:
 - A handler that raises is retried with exponential backoff until `max_attempts`, then the job
   is kept as `failed` with its last error. Raising `Retry(defer=...)` asks for a specific delay.
   A successful job is deleted: the domain tables, not the queue, are the record.
+- A registered *loop* is a step the worker runs again and again beside the jobs (the intake
+  drain): each step returns how many seconds to wait before the next; a step that raises is
+  logged and tried again after `LOOP_ERROR_SECONDS`.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Job:
 
 
 Handler = Callable[[DepsT, Job], Awaitable[None]]
+LoopStep = Callable[[DepsT], Awaitable[float]]  # returns the seconds to wait before the next step
+LOOP_ERROR_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class JobRegistry(Generic[DepsT]):
     """Handlers by job name; each domain package registers its own."""
 
     specs: dict[str, JobSpec[DepsT]] = field(default_factory=dict)
+    loops: dict[str, LoopStep[DepsT]] = field(default_factory=dict)
 
     def register(
         self, name: str, handler: Handler[DepsT], *, backoff_base: float = 2.0, backoff_max: float = 600.0
@@ -83,6 +89,11 @@ class JobRegistry(Generic[DepsT]):
         if name in self.specs:
             raise ValueError(f"job {name!r} is registered twice")
         self.specs[name] = JobSpec(handler, backoff_base, backoff_max)
+
+    def register_loop(self, name: str, step: LoopStep[DepsT]) -> None:
+        if name in self.loops:
+            raise ValueError(f"loop {name!r} is registered twice")
+        self.loops[name] = step
 
 
 async def enqueue(
@@ -147,11 +158,13 @@ class Worker(Generic[DepsT]):
         self.lease_seconds = lease_seconds
         self.worker_id = uuid.uuid4().hex[:12]
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
         log.info("worker.started", worker=self.worker_id, concurrency=self.concurrency)
+        self._loops = [asyncio.create_task(self._loop(name, step)) for name, step in self.registry.loops.items()]
         while not self._stopping.is_set():
             free = self.concurrency - len(self._tasks)
             claimed: list[tuple[Job, uuid.UUID]] = []
@@ -171,6 +184,19 @@ class Worker(Generic[DepsT]):
                 except TimeoutError:
                     pass
 
+    async def _loop(self, name: str, step: LoopStep[DepsT]) -> None:
+        while not self._stopping.is_set():
+            try:
+                wait = await step(self.deps)
+            except Exception as exc:  # database away, most likely: the next step tries again
+                log.warning("worker.loop_failed", loop=name, error=f"{type(exc).__name__}: {exc}")
+                wait = LOOP_ERROR_SECONDS
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._wake.set()
@@ -179,8 +205,9 @@ class Worker(Generic[DepsT]):
         """Stop claiming; let running jobs finish for `grace` seconds, then hand the rest back."""
         self._stopping.set()
         self._wake.set()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        running = self._tasks | set(self._loops)
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:

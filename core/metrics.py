@@ -26,3 +26,8 @@ LLM_TOKENS = Counter("qualibot_llm_tokens_total", "LLM tokens, by purpose, direc
                      ["purpose", "direction", "kind"])
 REPLIES = Counter("qualibot_bot_replies_total", "Chatbot replies, by outcome", ["outcome"])
 CRM_REQUESTS = Counter("qualibot_crm_requests_total", "CRM API requests, by CRM and outcome", ["crm", "outcome"])
+INTAKE_DRAINED = Counter("qualibot_intake_drained_total", "Received WhatsApp messages linked to their lead and dialog")
+INTAKE_LAG = Histogram(
+    "qualibot_intake_lag_seconds", "Age of the oldest message of each intake batch when it was linked",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

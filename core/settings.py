@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     buffer_max_seconds: float = Field(default=60.0, ge=0)
     # a human operator's message pauses the bot for this dialog this long
     operator_pause_hours: float = Field(default=12.0, ge=0)
+    # how often an idle worker looks for received messages to link to their lead and dialog
+    intake_poll_seconds: float = Field(default=0.1, gt=0)
     openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
     llm_model: str = "gpt-4o-mini"

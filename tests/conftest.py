@@ -58,6 +58,7 @@ def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
             "data_dir": tmp_path / "data",
             "buffer_seconds": 0.2,
             "worker_poll_seconds": 0.05,
+            "intake_poll_seconds": 0.02,
             "openai_api_key": None,
             # never the real Graph API from a test: a closed local port unless a test passes its fake
             "meta_graph_url": "http://127.0.0.1:9",

@@ -14,6 +14,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from bot.drain import drain
 from bot.jobs import register_jobs
 from core.context import AppContext
 from core.jobs import Job, JobRegistry
@@ -70,6 +71,8 @@ class Bot:
 
     url: str
     http: aiohttp.ClientSession
+    pool: asyncpg.Pool
+    settings: Settings
     qualified: list[int] = field(default_factory=list)
 
     async def post(self, body: Any, *, headers: dict[str, str] | None = None,
@@ -78,6 +81,13 @@ class Bot:
         kwargs: dict[str, Any] = {"data": body} if isinstance(body, str | bytes) else {"json": body}
         async with self.http.post(self.url + path, headers=hdrs, **kwargs) as resp:
             return resp.status, await resp.json(content_type=None)
+
+    async def drain(self) -> int:
+        """Link every stored message now, as a worker's drain loop would (for apps run without workers)."""
+        total = 0
+        while done := await drain(self.pool, self.settings):
+            total += done
+        return total
 
 
 @pytest.fixture
@@ -121,8 +131,9 @@ def start_bot(seeded: asyncpg.Pool, make_settings: Callable[..., Settings], fake
         registry: JobRegistry[AppContext] = JobRegistry()
         register_jobs(registry)
         registry.register(QUALIFY_JOB, qualify_stub)
-        app = create_app(make_settings(**overrides), pool=seeded, with_workers=workers, registry=registry)
+        settings = make_settings(**overrides)
+        app = create_app(settings, pool=seeded, with_workers=workers, registry=registry)
         async with running(app) as url, aiohttp.ClientSession() as http:
-            yield Bot(url, http, qualified)
+            yield Bot(url, http, seeded, settings, qualified)
 
     return start

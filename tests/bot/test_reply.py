@@ -108,11 +108,13 @@ async def test_our_own_reply_coming_back_is_not_an_operator(
 async def test_a_pending_reply_echo_is_recognised_by_its_text(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
     async with start_bot(workers=False) as bot:
         await bot.post(text_message(PHONE, "Oi", "3EB0PEND1"))
+        await bot.drain()
         dialog_id = await seeded.fetchval("SELECT id FROM dialog_analysis")
         await seeded.execute(
             """INSERT INTO messages (instance_name, message_id, dialog_id, role, text, delivery_status)
                VALUES ('clinic-main', 'qb-x', $1, 'bot', 'Olá!', 'pending')""", dialog_id)
         status, answer = await bot.post(text_message(PHONE, "Olá!", "3EB0NOTYETKNOWN", from_me=True))
+        assert await bot.drain() == 0
     assert (status, answer["status"]) == (200, "echo")
     assert await seeded.fetchval("SELECT bot_paused_until FROM dialog_analysis") is None
 
@@ -190,5 +192,6 @@ async def test_a_person_who_keeps_typing_is_answered_within_the_maximum_wait(
     async with start_bot(workers=False, buffer_seconds=30, buffer_max_seconds=2) as bot:
         for i in range(3):
             await bot.post(text_message(PHONE, f"linha {i}", f"3EB0TYPE{i}"))
+            await bot.drain()
     job = await seeded.fetchrow("SELECT run_at - first_queued_at AS wait FROM jobs WHERE name = 'bot.dialog'")
     assert job["wait"].total_seconds() == pytest.approx(2, abs=0.01)

@@ -73,6 +73,7 @@ async def test_fixture_through_the_route(name: str, start_bot: StartBot, seeded:
     expected = EXPECTED[name]
     async with start_bot(workers=False) as bot:
         status, answer = await bot.post(body, headers=secret_for(body))
+        assert await bot.drain() == (0 if expected is None else 1)
     assert status == 200, answer
     row = await seeded.fetchrow(
         """SELECT m.text, m.role, m.media_type, l.phone, l.is_lid, l.ctwa_clid, l.push_name,
@@ -110,6 +111,7 @@ async def test_click_id_is_stored_with_its_ad_and_direction(start_bot: StartBot,
     ad["sourceId"] = VENEERS_AD
     async with start_bot(workers=False) as bot:
         assert (await bot.post(body))[0] == 200
+        await bot.drain()
     lead = await seeded.fetchrow("SELECT * FROM leads")
     assert (lead["ctwa_clid"], lead["ad_source_id"], lead["ad_source_url"], lead["ad_title"],
             lead["ad_source_type"]) == (CLID, VENEERS_AD, "https://fb.me/5z9Rw6Obv", "Converse conosco", "ad")
@@ -118,16 +120,19 @@ async def test_click_id_is_stored_with_its_ad_and_direction(start_bot: StartBot,
     assert await seeded.fetchval("SELECT direction_id FROM dialog_analysis") == "veneers"
 
 
-async def test_first_referral_wins(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
+@pytest.mark.parametrize("drain_each", [True, False], ids=["drained-one-by-one", "drained-in-one-batch"])
+async def test_first_referral_wins(drain_each: bool, start_bot: StartBot, seeded: asyncpg.Pool) -> None:
     phone = "5511988887777"
     first = load("ctwa-text-2.3.7.json")
     second = load("ctwa-text-2.3.7.json")
     second["data"]["key"]["id"] = "3A5C1B7E9D0F2A4C6E99"
     second["data"]["contextInfo"]["externalAdReply"].update({"ctwaClid": "LATER-CLICK", "sourceId": VENEERS_AD})
     async with start_bot(workers=False) as bot:
-        assert (await bot.post(text_message(phone, "oi", "PLAIN-1")))[0] == 200
-        assert (await bot.post(first))[0] == 200
-        assert (await bot.post(second))[0] == 200
+        for body in (text_message(phone, "oi", "PLAIN-1"), first, second):
+            assert (await bot.post(body))[0] == 200
+            if drain_each:
+                await bot.drain()
+        await bot.drain()
     lead = await seeded.fetchrow("SELECT ctwa_clid, ad_source_id, direction_id FROM leads")
     assert dict(lead) == {"ctwa_clid": CLID, "ad_source_id": "120239177205810192", "direction_id": "implants"}
     assert await seeded.fetchval("SELECT client_message_count FROM dialog_analysis") == 3
@@ -137,19 +142,22 @@ async def test_redelivery_changes_nothing(start_bot: StartBot, seeded: asyncpg.P
     body = load("ctwa-text-2.3.7.json")
     async with start_bot(workers=False) as bot:
         assert (await bot.post(body))[0] == 200
+        assert await bot.drain() == 1
         before = await counts(seeded)
         snapshot = await seeded.fetchrow(
-            "SELECT d.*, j.run_at FROM dialog_analysis d, jobs j")
+            "SELECT d.*, l.*, j.run_at FROM dialog_analysis d, leads l, jobs j")
         status, answer = await bot.post(body, path="/webhooks/evolution/messages-upsert")
+        assert await bot.drain() == 0
     assert (status, answer["status"]) == (200, "duplicate")
     assert await counts(seeded) == before
-    assert await seeded.fetchrow("SELECT d.*, j.run_at FROM dialog_analysis d, jobs j") == snapshot
+    assert await seeded.fetchrow("SELECT d.*, l.*, j.run_at FROM dialog_analysis d, leads l, jobs j") == snapshot
 
 
 async def test_concurrent_redeliveries_store_one_message(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
     body = text_message("79161234567", "Здравствуйте", "3EB0CONCURRENT")
     async with start_bot(workers=False) as bot:
         results = await asyncio.gather(*(bot.post(body) for _ in range(8)))
+        assert await bot.drain() == 1
     assert sorted(a["status"] for _, a in results) == ["duplicate"] * 7 + ["stored"]
     assert await seeded.fetchval("SELECT client_message_count FROM dialog_analysis") == 1
     assert (await counts(seeded))["messages"] == 1
@@ -267,6 +275,7 @@ async def test_a_batch_in_one_webhook(start_bot: StartBot, seeded: asyncpg.Pool)
     body["data"] = [body["data"], text_message("79161234567", "привет", "3EB0BATCH")["data"], group]
     async with start_bot(workers=False) as bot:
         status, answer = await bot.post(body)
+        assert await bot.drain() == 2
     assert status == 200
     assert sorted(m["status"] for m in answer["messages"]) == ["ignored", "stored", "stored"]
     assert (await counts(seeded))["dialog_analysis"] == 2
@@ -278,7 +287,7 @@ async def test_lost_database_connections_are_replaced_unseen(start_bot: StartBot
             assert (await bot.post(text_message("79161234567", "привет", f"3EB0WARM{i}")))[0] == 200
         killed = await seeded.fetchval(
             """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-               WHERE datname = current_database() AND query LIKE '%WITH dup AS%'
+               WHERE datname = current_database() AND query LIKE '%INSERT INTO messages%'
                  AND pid <> pg_backend_pid()""")
         assert killed >= 1
         statuses = [(await bot.post(text_message("79161234567", "ещё", f"3EB0CONN{i}")))[0] for i in range(6)]

@@ -225,3 +225,30 @@ async def test_stop_lets_in_flight_jobs_finish_and_hands_back_the_rest(
     assert finished == ["short"]
     row = await db.fetchrow("SELECT status, attempts, lease_token FROM jobs WHERE key = 'long'")
     assert row["status"] == "queued" and row["attempts"] == 0 and row["lease_token"] is None
+
+
+async def test_a_loop_runs_beside_the_jobs_survives_a_failing_step_and_stops_with_the_worker(
+    db: asyncpg.Pool, in_process_worker: Callable[[JobRegistry[AppContext]], Worker[AppContext]]
+) -> None:
+    steps: list[str] = []
+
+    async def step(_ctx: AppContext) -> float:
+        steps.append("step")
+        if len(steps) == 2:
+            raise ConnectionError("database away")
+        return 0.0 if len(steps) < 4 else 0.01  # at once while there is work, then a pause
+
+    registry: JobRegistry[AppContext] = JobRegistry()
+    registry.register_loop("test.loop", step)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_loop("test.loop", step)
+    worker = in_process_worker(registry)
+    await wait_for(lambda: _at_least(steps, 6), timeout=10, what="the loop to go on after its failed step")
+    await worker.stop(grace=2)
+    stopped_at = len(steps)
+    await asyncio.sleep(0.1)  # a stopped worker's loop takes no further step
+    assert len(steps) == stopped_at
+
+
+async def _at_least(items: list[str], n: int) -> bool:
+    return len(items) >= n

@@ -1,0 +1,158 @@
+"""The intake drain: links received messages to their lead and dialog, and debounces dialog jobs.
+
+The webhook (`bot.intake`) stores each message alone and answers; this loop, run by every worker
+(`core.jobs` loops), takes the waiting messages (dialog_id NULL) in arrival order, up to `BATCH`
+at a time, and in one transaction:
+1. upserts one lead per chat: phone, push name, and the ad referral, where the first referral wins
+   (one with a click id replaces one without); its direction is the one whose `ad_ids` hold the
+   ad, else the instance's default;
+2. upserts the dialog (`dialog_analysis`): client messages count and open a burst, an operator
+   message pauses the bot for `operator_pause_hours`;
+3. sets the messages' dialog_id and debounces each dialog's job like `core.jobs.enqueue(key=
+   "dialog:<id>", mode="debounce", delay=buffer, max_wait=buffer_max)`, from the messages' own
+   receipt times (the same INSERT .. ON CONFLICT on `jobs`, written set-wise).
+Set-based statements over a batch cost far less per message than the same writes per webhook,
+and they keep that work off the path Evolution waits on. One drain runs at a time (a transaction
+advisory lock; the others skip), so batches apply in arrival order and "first referral wins"
+holds across them. The statements join real tables through their indexes, never two CTEs, so a
+generic plan that guesses a batch of one row stays linear for a batch of 500.
+A message whose instance was removed is left waiting, not linked; a crash mid-batch rolls back
+and the next drain takes the same messages again.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from bot.intake import DIALOG_JOB
+from core.context import AppContext
+from core.metrics import INTAKE_DRAINED, INTAKE_LAG
+from core.settings import Settings
+
+BATCH = 500
+# Planning these statements costs more than running them on a small batch (≈ 7 ms a batch when
+# PostgreSQL re-plans them every time); their generic plans are index lookups by message id.
+# The drain's commit need not wait for the disk: if the server crashes before its WAL is flushed,
+# the batch's messages are simply unlinked again and the next drain redoes it. Anything that acts
+# on the drain's result (a reply, a CAPI event) commits synchronously first, which flushes the
+# drain's WAL with it.
+SESSION = "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL synchronous_commit = off"
+LOCK_KEY = 7_301_001  # pg advisory lock: one drain at a time across processes
+
+_TAKE = ("(EXCLUDED.referral IS NOT NULL AND (l.referral IS NULL"
+         " OR (l.ctwa_clid IS NULL AND EXCLUDED.ctwa_clid IS NOT NULL)))")
+_REFERRAL_COLUMNS = ("ctwa_clid", "ad_source_id", "ad_source_url", "ad_title", "ad_source_type",
+                     "referral", "referral_at")
+_REFERRAL_SET = ",\n        ".join(f"{c} = CASE WHEN {_TAKE} THEN EXCLUDED.{c} ELSE l.{c} END"
+                                   for c in _REFERRAL_COLUMNS)
+_AD_DIRECTION = """(SELECT ad.id FROM account_directions ad
+     WHERE ad.account_id = {account} AND {ad_id} = ANY (ad.ad_ids) ORDER BY ad.id LIMIT 1)"""
+
+CLAIM_SQL = """
+WITH lock AS (SELECT pg_try_advisory_xact_lock($2) AS ok)
+SELECT array_agg(w.id ORDER BY w.id) AS ids,
+       extract(epoch FROM clock_timestamp() - min(w.created_at))::float8 AS lag FROM (
+    SELECT m.id, m.created_at FROM messages m
+    WHERE m.dialog_id IS NULL AND (SELECT ok FROM lock)
+      AND EXISTS (SELECT 1 FROM whatsapp_instances i WHERE i.name = m.instance_name)
+    ORDER BY m.id LIMIT $1
+) w
+"""
+
+# one row per chat; the referral chosen is the first with a click id, else the first at all
+LEADS_SQL = f"""
+WITH chats AS (
+    SELECT instance_name, contact, bool_or(is_lid) AS is_lid,
+           (array_agg(push_name ORDER BY id DESC) FILTER (WHERE push_name IS NOT NULL))[1] AS push_name,
+           (array_agg(referral || jsonb_build_object('at', created_at)
+                      ORDER BY referral->>'ctwa_clid' IS NULL, id) FILTER (WHERE referral IS NOT NULL))[1] AS ref
+    FROM messages WHERE id = ANY ($1::bigint[])
+    GROUP BY instance_name, contact
+)
+INSERT INTO leads AS l (account_id, instance_name, phone, is_lid, push_name, direction_id,
+                        ctwa_clid, ad_source_id, ad_source_url, ad_title, ad_source_type,
+                        referral, referral_at)
+SELECT i.account_id, c.instance_name, c.contact, c.is_lid, c.push_name,
+       COALESCE({_AD_DIRECTION.format(account="i.account_id", ad_id="(c.ref->>'source_id')")},
+                i.default_direction_id),
+       c.ref->>'ctwa_clid', c.ref->>'source_id', c.ref->>'source_url', c.ref->>'title', c.ref->>'source_type',
+       c.ref->'record', (c.ref->>'at')::timestamptz
+FROM chats c JOIN whatsapp_instances i ON i.name = c.instance_name
+ORDER BY c.instance_name, c.contact
+ON CONFLICT (instance_name, phone) DO UPDATE SET
+    push_name = COALESCE(EXCLUDED.push_name, l.push_name),
+    {_REFERRAL_SET},
+    direction_id = CASE
+        WHEN {_TAKE} AND EXISTS {_AD_DIRECTION.format(account="l.account_id", ad_id="EXCLUDED.ad_source_id")}
+        THEN EXCLUDED.direction_id
+        ELSE COALESCE(l.direction_id, EXCLUDED.direction_id) END,
+    updated_at = now()
+"""
+
+DIALOGS_SQL = """
+WITH chats AS (
+    SELECT instance_name, contact,
+           count(*) FILTER (WHERE role = 'client')::int AS client_count,
+           min(created_at) FILTER (WHERE role = 'client') AS first_client_at,
+           max(created_at) FILTER (WHERE role = 'client') AS last_client_at,
+           max(created_at) FILTER (WHERE role = 'operator') AS last_operator_at,
+           max(created_at) AS last_at
+    FROM messages WHERE id = ANY ($1::bigint[])
+    GROUP BY instance_name, contact
+)
+INSERT INTO dialog_analysis AS d (account_id, instance_name, contact_phone, lead_id, direction_id,
+                                  client_message_count, last_client_message_at, last_message_at,
+                                  burst_started_at, bot_paused_until)
+SELECT l.account_id, l.instance_name, l.phone, l.id, l.direction_id, c.client_count, c.last_client_at,
+       c.last_at, c.first_client_at, c.last_operator_at + make_interval(secs => $2::float8)
+FROM chats c JOIN leads l ON l.instance_name = c.instance_name AND l.phone = c.contact
+ORDER BY c.instance_name, c.contact
+ON CONFLICT (instance_name, contact_phone) DO UPDATE SET
+    lead_id = EXCLUDED.lead_id,
+    direction_id = COALESCE(EXCLUDED.direction_id, d.direction_id),
+    client_message_count = d.client_message_count + EXCLUDED.client_message_count,
+    last_client_message_at = GREATEST(d.last_client_message_at, EXCLUDED.last_client_message_at),
+    last_message_at = GREATEST(d.last_message_at, EXCLUDED.last_message_at),
+    burst_started_at = COALESCE(d.burst_started_at, EXCLUDED.burst_started_at),
+    bot_paused_until = GREATEST(d.bot_paused_until, EXCLUDED.bot_paused_until),
+    updated_at = now()
+"""
+
+# the debounce of core.jobs.enqueue, per dialog, timed from the messages' receipt
+LINK_SQL = """
+WITH linked AS (
+    UPDATE messages m SET dialog_id = d.id
+    FROM dialog_analysis d
+    WHERE m.id = ANY ($1::bigint[]) AND d.instance_name = m.instance_name AND d.contact_phone = m.contact
+    RETURNING m.dialog_id, m.created_at
+)
+INSERT INTO jobs AS j (name, key, payload, run_at, first_queued_at)
+SELECT $2::text, 'dialog:' || dialog_id, jsonb_build_object('dialog_id', dialog_id),
+       max(created_at) + make_interval(secs => $3::float8), min(created_at)
+FROM linked GROUP BY dialog_id ORDER BY dialog_id
+ON CONFLICT (name, key) WHERE status = 'queued' AND key IS NOT NULL DO UPDATE SET
+    run_at = LEAST(EXCLUDED.run_at, j.first_queued_at + make_interval(secs => $4::float8)),
+    payload = EXCLUDED.payload, updated_at = now()
+"""
+
+
+async def drain(pool: asyncpg.Pool, settings: Settings, batch: int = BATCH) -> int:
+    """Link one batch of waiting messages; returns how many (0 when none, or another drain runs)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(SESSION)
+        claimed = await conn.fetchrow(CLAIM_SQL, batch, LOCK_KEY)
+        ids = claimed["ids"] if claimed else None
+        if not ids:
+            return 0
+        await conn.execute(LEADS_SQL, ids)
+        await conn.execute(DIALOGS_SQL, ids, settings.operator_pause_hours * 3600.0)
+        await conn.execute(LINK_SQL, ids, DIALOG_JOB, settings.buffer_seconds, settings.buffer_max_seconds)
+    INTAKE_DRAINED.inc(len(ids))
+    INTAKE_LAG.observe(max(0.0, claimed["lag"]))
+    return len(ids)
+
+
+async def drain_step(ctx: AppContext) -> float:
+    """One step of the worker loop: at once again after a full batch, else after the poll interval."""
+    done = await drain(ctx.pool, ctx.settings)
+    return 0.0 if done >= BATCH else ctx.settings.intake_poll_seconds

@@ -1,0 +1,128 @@
+"""The intake drain: stored messages become leads, dialogs and debounced jobs, in batches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from bot.drain import BATCH, drain
+from tests.bot.conftest import Bot, StartBot, text_message
+from tests.fakes.evolution import FakeEvolution
+from tests.helpers import wait_for
+
+PHONE = "5511988887777"
+
+
+def replies(outcome: str) -> float:
+    return REGISTRY.get_sample_value("qualibot_bot_replies_total", {"outcome": outcome}) or 0.0
+
+
+async def test_many_chats_over_several_batches_are_linked_exactly(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
+    chats, per_chat = 300, 4  # 1,200 messages: more than two batches, chats split across batches
+    async with start_bot(workers=False, buffer_seconds=5, buffer_max_seconds=60) as bot:
+        for round_ in range(per_chat):
+            posts = [bot.post(text_message(f"7916{c:07d}", f"msg {round_}", f"3EB0MANY{c}-{round_}"))
+                     for c in range(chats)]
+            assert {status for status, _ in await asyncio.gather(*posts)} == {200}
+        assert await seeded.fetchval("SELECT count(*) FROM leads") == 0  # nothing linked before the drain
+        assert await bot.drain() == chats * per_chat
+    assert await seeded.fetchval("SELECT count(*) FROM messages WHERE dialog_id IS NULL") == 0
+    dialogs = await seeded.fetch(
+        """SELECT d.client_message_count AS n, d.burst_started_at = first.at AS burst_from_first,
+                  d.last_client_message_at = last.at AS last_is_last, l.phone = d.contact_phone AS same_chat,
+                  j.run_at = last.at + interval '5 seconds' AS debounced_from_last,
+                  j.first_queued_at = first.at AS waits_from_first
+           FROM dialog_analysis d JOIN leads l ON l.id = d.lead_id
+           JOIN LATERAL (SELECT min(created_at) AS at FROM messages WHERE dialog_id = d.id) first ON true
+           JOIN LATERAL (SELECT max(created_at) AS at FROM messages WHERE dialog_id = d.id) last ON true
+           JOIN jobs j ON j.key = 'dialog:' || d.id""")
+    assert len(dialogs) == chats
+    assert {tuple(r.values()) for r in dialogs} == {(per_chat, True, True, True, True, True)}
+    assert await seeded.fetchval("SELECT count(*) FROM jobs") == chats
+
+
+async def test_one_drain_at_a_time(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
+    async with start_bot(workers=False) as bot:
+        for i in range(BATCH + 10):
+            await bot.post(text_message(f"7916{i:07d}", "oi", f"3EB0LOCK{i}"))
+        first, second = await asyncio.gather(drain(seeded, bot.settings), drain(seeded, bot.settings))
+        assert sorted([first, second]) in ([0, BATCH], [10, BATCH])  # never the same messages twice
+        await bot.drain()
+    assert await seeded.fetchval("SELECT sum(client_message_count) FROM dialog_analysis") == BATCH + 10
+
+
+async def test_a_removed_instance_does_not_hold_up_the_others(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
+    async with start_bot(workers=False) as bot:
+        await bot.post(text_message(PHONE, "oi", "3EB0GONE1"))
+        await seeded.execute("DELETE FROM whatsapp_instances WHERE name = 'clinic-main'")
+        cloud = text_message("5491131376731", "hola", "3EB0STAYS1", instance="clinic-cloud")
+        status, _ = await bot.post(cloud, headers={"X-Webhook-Secret": "cloud-webhook-secret-0123456789"})
+        assert status == 200
+        assert await bot.drain() == 1
+    # the removed instance's message is kept, unlinked; the other instance's chat is linked
+    rows = await seeded.fetch("SELECT message_id, dialog_id IS NOT NULL AS linked FROM messages ORDER BY id")
+    assert [tuple(r.values()) for r in rows] == [("3EB0GONE1", False), ("3EB0STAYS1", True)]
+
+
+async def test_an_operator_message_waiting_for_the_drain_still_stops_the_reply(
+    start_bot: StartBot, seeded: asyncpg.Pool, fake_evo: FakeEvolution
+) -> None:
+    before = replies("intake_pending")
+    # the worker's own drain loop looks once at start, then not for an hour: this test drains by hand
+    async with start_bot(buffer_seconds=0.5, intake_poll_seconds=3600) as bot:
+        await bot.post(text_message(PHONE, "Oi", "3EB0WAIT1"))
+        # linked by that first look or by this test's drain: the dialog job is then due in 0.5 s
+        await wait_for(lambda: _linked(bot), what="the client message to be linked")
+        await bot.post(text_message(PHONE, "Oi, aqui é a Ana", "3EB0WAIT2", from_me=True))
+        await wait_for(lambda: _above(replies("intake_pending"), before), what="the dialog job to see the wait")
+        assert await bot.drain() == 1  # links the operator message: pause, and the dialog's next run
+        await wait_for(lambda: _done(seeded), what="the dialog's next run")
+    assert fake_evo.requests == []
+    assert await seeded.fetchval("SELECT bot_paused_until > now() FROM dialog_analysis")
+    assert bot.qualified == [await seeded.fetchval("SELECT id FROM dialog_analysis")]
+
+
+async def _linked(bot: Bot) -> bool:
+    await bot.drain()
+    return bool(await bot.pool.fetchval("SELECT count(*) = 1 FROM dialog_analysis"))
+
+
+async def _above(value: float, floor: float) -> bool:
+    return value > floor
+
+
+async def _done(db: asyncpg.Pool) -> bool:
+    return bool(await db.fetchval("SELECT count(*) = 0 FROM jobs"))
+
+
+async def test_a_batch_that_fails_midway_leaves_everything_for_the_next_drain(
+    start_bot: StartBot, seeded: asyncpg.Pool
+) -> None:
+    # a test-only trigger makes the dialog upsert fail for one chat, after the leads were written
+    await seeded.execute(
+        """CREATE FUNCTION test_refuse_dialog() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               IF NEW.contact_phone = '79160000002' THEN RAISE EXCEPTION 'disk full, say'; END IF;
+               RETURN NEW;
+           END $$;
+           CREATE TRIGGER test_refuse_dialog BEFORE INSERT ON dialog_analysis
+               FOR EACH ROW EXECUTE FUNCTION test_refuse_dialog();""")
+    try:
+        async with start_bot(workers=False) as bot:
+            for i in range(1, 4):
+                await bot.post(text_message(f"7916000000{i}", "oi", f"3EB0FAIL{i}"))
+            with pytest.raises(asyncpg.RaiseError, match="disk full"):
+                await drain(seeded, bot.settings)
+            assert await seeded.fetchval("SELECT count(*) FROM leads") == 0  # the whole batch rolled back
+            assert await seeded.fetchval("SELECT count(*) FROM messages WHERE dialog_id IS NULL") == 3
+            await seeded.execute("DROP TRIGGER test_refuse_dialog ON dialog_analysis")
+            assert await bot.drain() == 3
+    finally:
+        await seeded.execute("DROP TRIGGER IF EXISTS test_refuse_dialog ON dialog_analysis;"
+                             "DROP FUNCTION IF EXISTS test_refuse_dialog()")
+    counts = await seeded.fetch("SELECT client_message_count AS n FROM dialog_analysis")
+    assert [r["n"] for r in counts] == [1, 1, 1]
+    assert await seeded.fetchval("SELECT count(*) FROM jobs") == 3
