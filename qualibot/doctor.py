@@ -111,6 +111,51 @@ async def load(db: asyncpg.Pool) -> tuple[list[Direction], dict[str | None, tupl
     return dirs, pending
 
 
+# a message older than this still waiting for the drain means no worker is draining
+INTAKE_STALL_SECONDS = 60.0
+INTAKE_SQL = """
+SELECT count(*) FILTER (WHERE i.name IS NOT NULL) AS waiting,
+       extract(epoch FROM now() - min(m.created_at) FILTER (WHERE i.name IS NOT NULL))::float8 AS oldest,
+       count(*) FILTER (WHERE i.name IS NULL) AS orphaned
+FROM messages m LEFT JOIN whatsapp_instances i ON i.name = m.instance_name
+WHERE m.dialog_id IS NULL
+"""
+
+
+@dataclass(frozen=True)
+class IntakeBacklog:
+    """WhatsApp messages stored but not yet linked to a dialog by the intake drain."""
+
+    waiting: int = 0
+    oldest_seconds: float | None = None
+    orphaned: int = 0  # their instance was removed: never linked
+
+
+async def load_intake(db: asyncpg.Pool) -> IntakeBacklog:
+    row = await db.fetchrow(INTAKE_SQL)
+    assert row is not None
+    return IntakeBacklog(row["waiting"], row["oldest"], row["orphaned"])
+
+
+def check_intake(backlog: IntakeBacklog) -> list[Finding]:
+    out: list[Finding] = []
+    age = backlog.oldest_seconds or 0.0
+    if backlog.waiting and age > INTAKE_STALL_SECONDS:
+        out.append(Finding("ERROR", None, (
+            f"{backlog.waiting} WhatsApp message(s) waiting for the intake drain, the oldest for {age:.0f} s: "
+            "is a process with workers running (`qualibot serve` or `qualibot worker`)? Until one is, "
+            "nothing is answered or qualified")))
+    elif backlog.waiting:
+        out.append(Finding("OK", None,
+                           f"intake: {backlog.waiting} message(s) being linked, the oldest {age:.1f} s old"))
+    if backlog.orphaned:
+        out.append(Finding("WARN", None, (
+            f"{backlog.orphaned} stored WhatsApp message(s) belong to instances no longer configured and "
+            "will not be linked to dialogs (restore the instance, or delete them with "
+            "`DELETE FROM messages WHERE dialog_id IS NULL`)")))
+    return out
+
+
 def mask(secret: str) -> str:
     """`EAAHxyz…` → `EAAH…wxyz`: enough to tell tokens apart, never the token."""
     if len(secret) < 16:
@@ -119,12 +164,13 @@ def mask(secret: str) -> str:
 
 
 def check_all(
-    dirs: list[Direction], settings: Settings, not_analysed: dict[str | None, tuple[int, str | None]]
+    dirs: list[Direction], settings: Settings, not_analysed: dict[str | None, tuple[int, str | None]],
+    intake: IntakeBacklog | None = None,
 ) -> list[Finding]:
     if not dirs:
         return [Finding("ERROR", None, "no directions configured: this deployment sends nothing to Meta; "
                         "describe them in a config file and run `qualibot config apply FILE.yaml`")]
-    found: list[Finding] = []
+    found: list[Finding] = check_intake(intake or IntakeBacklog())
     if None in not_analysed:
         found.append(_not_analysed(None, *not_analysed[None]))
     for d in dirs:

@@ -215,3 +215,26 @@ async def test_an_unmigrated_database_says_to_migrate(
     for command in (("doctor",), ("report", "funnel")):
         run = await qualibot(*command)
         assert run.code == 1 and "run `qualibot migrate` first" in run.err, run.err
+
+
+async def test_messages_no_worker_links_are_an_error_and_orphans_a_warning(
+    db: asyncpg.Pool, qualibot: Qualibot, with_llm_key: None
+) -> None:
+    await seed(db, clean_config())
+    await db.execute(
+        """INSERT INTO messages (instance_name, message_id, role, text, contact, created_at)
+           VALUES ('clinic-main', 'RECENT', 'client', 'oi', '79160000001', now()),
+                  ('clinic-main', 'STUCK', 'client', 'oi', '79160000002', now() - interval '5 minutes'),
+                  ('removed-instance', 'ORPHAN', 'client', 'oi', '79160000003', now() - interval '1 day')""")
+    run = await qualibot("doctor")
+    assert run.code == 1
+    [error] = lines(run.out, "ERROR")
+    assert error.startswith("ERROR  -         2 WhatsApp message(s) waiting for the intake drain, the oldest for 30")
+    assert "is a process with workers running" in error
+    [warning] = lines(run.out, "WARN")
+    assert "1 stored WhatsApp message(s) belong to instances no longer configured" in warning
+
+    await db.execute("DELETE FROM messages WHERE message_id IN ('STUCK', 'ORPHAN')")
+    run = await qualibot("doctor")
+    assert run.code == 0, run.out
+    assert "intake: 1 message(s) being linked" in run.out
