@@ -10,7 +10,7 @@ at a time, and in one transaction:
    message pauses the bot for `operator_pause_hours`;
 3. sets the messages' dialog_id and debounces each dialog's job like `core.jobs.enqueue(key=
    "dialog:<id>", mode="debounce", delay=buffer, max_wait=buffer_max)`, from the messages' own
-   receipt times (the same INSERT .. ON CONFLICT on `jobs`, written set-wise).
+   receipt times (set-wise, with `core.jobs.keyed_conflict`, the queue's own conflict rule).
 Set-based statements over a batch cost far less per message than the same writes per webhook,
 and they keep that work off the path Evolution waits on. One drain runs at a time (a transaction
 advisory lock; the others skip), so batches apply in arrival order and "first referral wins"
@@ -26,6 +26,7 @@ import asyncpg
 
 from bot.intake import DIALOG_JOB
 from core.context import AppContext
+from core.jobs import keyed_conflict
 from core.metrics import INTAKE_DRAINED, INTAKE_LAG
 from core.settings import Settings
 
@@ -118,21 +119,19 @@ ON CONFLICT (instance_name, contact_phone) DO UPDATE SET
     updated_at = now()
 """
 
-# the debounce of core.jobs.enqueue, per dialog, timed from the messages' receipt
-LINK_SQL = """
+# core.jobs' debounce, per dialog, timed from the messages' receipt
+LINK_SQL = f"""
 WITH linked AS (
     UPDATE messages m SET dialog_id = d.id
     FROM dialog_analysis d
     WHERE m.id = ANY ($1::bigint[]) AND d.instance_name = m.instance_name AND d.contact_phone = m.contact
     RETURNING m.dialog_id, m.created_at
 )
-INSERT INTO jobs AS j (name, key, payload, run_at, first_queued_at)
+INSERT INTO jobs (name, key, payload, run_at, first_queued_at)
 SELECT $2::text, 'dialog:' || dialog_id, jsonb_build_object('dialog_id', dialog_id),
        max(created_at) + make_interval(secs => $3::float8), min(created_at)
 FROM linked GROUP BY dialog_id ORDER BY dialog_id
-ON CONFLICT (name, key) WHERE status = 'queued' AND key IS NOT NULL DO UPDATE SET
-    run_at = LEAST(EXCLUDED.run_at, j.first_queued_at + make_interval(secs => $4::float8)),
-    payload = EXCLUDED.payload, updated_at = now()
+{keyed_conflict("debounce", "$4::float8")}
 """
 
 

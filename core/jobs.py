@@ -116,19 +116,26 @@ async def enqueue(
             name, payload, delay, max_attempts,
         )
         return job_id
-    if mode == "debounce":
-        new_run_at = "LEAST(EXCLUDED.run_at, jobs.first_queued_at + make_interval(secs => $6))"
-    else:
-        new_run_at = "LEAST(jobs.run_at, EXCLUDED.run_at, jobs.first_queued_at + make_interval(secs => $6))"
     job_id = await db.fetchval(
         f"""INSERT INTO jobs (name, key, payload, run_at, max_attempts)
             VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)
-            ON CONFLICT (name, key) WHERE status = 'queued' AND key IS NOT NULL
-            DO UPDATE SET run_at = {new_run_at}, payload = EXCLUDED.payload, updated_at = now()
+            {keyed_conflict(mode, "$6")}
             RETURNING id""",
         name, key, payload, delay, max_attempts, max_wait if max_wait is not None else 1e9,
     )
     return job_id
+
+
+def keyed_conflict(mode: Mode, max_wait: str) -> str:
+    """The ON CONFLICT clause of a keyed INSERT INTO jobs: the debounce or coalesce rule above.
+
+    `max_wait` is the SQL for the seconds a job may wait after its first enqueue (a parameter such
+    as "$6"). Shared with set-based enqueues elsewhere (the intake drain) so the rule lives here.
+    """
+    earliest = "jobs.run_at, " if mode == "coalesce" else ""
+    return f"""ON CONFLICT (name, key) WHERE status = 'queued' AND key IS NOT NULL DO UPDATE SET
+        run_at = LEAST({earliest}EXCLUDED.run_at, jobs.first_queued_at + make_interval(secs => {max_wait})),
+        payload = EXCLUDED.payload, updated_at = now()"""
 
 
 def backoff_delay(attempts: int, base: float, cap: float) -> float:
