@@ -56,7 +56,8 @@ async def load_dialog(pool: asyncpg.Pool, dialog_id: int) -> DialogState | None:
                           WHERE r.instance_name = d.instance_name
                             AND r.message_id = 'qb-' || d.id || '-' || last.id) AS replied,
                   EXISTS (SELECT 1 FROM messages w
-                          WHERE w.dialog_id IS NULL AND w.instance_name = d.instance_name
+                          WHERE w.dialog_id IS NULL AND w.intake_error IS NULL
+                            AND w.instance_name = d.instance_name
                             AND w.contact = d.contact_phone) AS waiting
            FROM dialog_analysis d
            LEFT JOIN leads l ON l.id = d.lead_id

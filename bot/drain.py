@@ -17,7 +17,9 @@ advisory lock; the others skip), so batches apply in arrival order and "first re
 holds across them. The statements join real tables through their indexes, never two CTEs, so a
 generic plan that guesses a batch of one row stays linear for a batch of 500.
 A message whose instance was removed is left waiting, not linked; a crash mid-batch rolls back
-and the next drain takes the same messages again.
+and the next drain takes the same messages again. A batch that fails on bad data (an error no
+retry can fix) is retried one message at a time, and the message that fails alone is set aside
+(`messages.intake_error`, reported by `qualibot doctor`), so one bad message never stops intake.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ import asyncpg
 from bot.intake import DIALOG_JOB
 from core.context import AppContext
 from core.jobs import keyed_conflict
+from core.logging import get_logger
 from core.metrics import INTAKE_DRAINED, INTAKE_LAG
 from core.settings import Settings
+
+log = get_logger("bot.drain")
 
 BATCH = 500
 # Planning these statements costs more than running them on a small batch (≈ 7 ms a batch when
@@ -39,6 +44,8 @@ BATCH = 500
 # drain's WAL with it.
 SESSION = "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL synchronous_commit = off"
 LOCK_KEY = 7_301_001  # pg advisory lock: one drain at a time across processes
+# deterministic problems of the data itself (SQLSTATE classes 22, 23, 54): retrying cannot help
+DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
 
 _TAKE = ("(EXCLUDED.referral IS NOT NULL AND (l.referral IS NULL"
          " OR (l.ctwa_clid IS NULL AND EXCLUDED.ctwa_clid IS NOT NULL)))")
@@ -54,7 +61,7 @@ WITH lock AS (SELECT pg_try_advisory_xact_lock($2) AS ok)
 SELECT array_agg(w.id ORDER BY w.id) AS ids,
        extract(epoch FROM clock_timestamp() - min(w.created_at))::float8 AS lag FROM (
     SELECT m.id, m.created_at FROM messages m
-    WHERE m.dialog_id IS NULL AND (SELECT ok FROM lock)
+    WHERE m.dialog_id IS NULL AND m.intake_error IS NULL AND (SELECT ok FROM lock)
       AND EXISTS (SELECT 1 FROM whatsapp_instances i WHERE i.name = m.instance_name)
     ORDER BY m.id LIMIT $1
 ) w
@@ -136,22 +143,55 @@ FROM linked GROUP BY dialog_id ORDER BY dialog_id
 
 
 async def drain(pool: asyncpg.Pool, settings: Settings, batch: int = BATCH) -> int:
-    """Link one batch of waiting messages; returns how many (0 when none, or another drain runs)."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(SESSION)
-        claimed = await conn.fetchrow(CLAIM_SQL, batch, LOCK_KEY)
-        ids = claimed["ids"] if claimed else None
-        if not ids:
-            return 0
-        await conn.execute(LEADS_SQL, ids)
-        await conn.execute(DIALOGS_SQL, ids, settings.operator_pause_hours * 3600.0)
-        await conn.execute(LINK_SQL, ids, DIALOG_JOB, settings.buffer_seconds, settings.buffer_max_seconds)
+    """Link one batch of waiting messages; returns how many (0 when none, or another drain runs).
+
+    A batch of one that fails on bad data sets its message aside and counts it as done.
+    """
+    ids: list[int] = []
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(SESSION)
+            claimed = await conn.fetchrow(CLAIM_SQL, batch, LOCK_KEY)
+            assert claimed is not None  # an aggregate: always one row
+            ids = list(claimed["ids"] or [])
+            if not ids:
+                return 0
+            await conn.execute(LEADS_SQL, ids)
+            await conn.execute(DIALOGS_SQL, ids, settings.operator_pause_hours * 3600.0)
+            await conn.execute(LINK_SQL, ids, DIALOG_JOB, settings.buffer_seconds, settings.buffer_max_seconds)
+    except DATA_ERRORS as exc:
+        if len(ids) != 1:
+            raise
+        await set_aside(pool, ids[0], exc)
+        return 1
     INTAKE_DRAINED.inc(len(ids))
     INTAKE_LAG.observe(max(0.0, claimed["lag"]))
     return len(ids)
 
 
-async def drain_step(ctx: AppContext) -> float:
-    """One step of the worker loop: at once again after a full batch, else after the poll interval."""
-    done = await drain(ctx.pool, ctx.settings)
-    return 0.0 if done >= BATCH else ctx.settings.intake_poll_seconds
+async def set_aside(pool: asyncpg.Pool, message_id: int, exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    await pool.execute("UPDATE messages SET intake_error = $2 WHERE id = $1", message_id, error)
+    log.error("bot.message_set_aside", message_id=message_id, error=error)
+
+
+class DrainLoop:
+    """The worker loop's step. After a batch failed on bad data, it goes one message at a time for
+    a batch's worth of messages, which sets the bad one aside, then back to whole batches."""
+
+    def __init__(self) -> None:
+        self.one_by_one = 0  # messages left to take singly
+
+    async def __call__(self, ctx: AppContext) -> float:
+        batch = 1 if self.one_by_one else BATCH
+        try:
+            done = await drain(ctx.pool, ctx.settings, batch)
+        except DATA_ERRORS as exc:
+            log.warning("bot.drain_failed", error=f"{type(exc).__name__}: {exc}"[:500],
+                        then="one message at a time")
+            self.one_by_one = BATCH
+            return 0.0
+        if self.one_by_one:
+            self.one_by_one = self.one_by_one - 1 if done else 0
+        # at once again after a full batch (or while going singly), else after the poll interval
+        return 0.0 if done >= batch else ctx.settings.intake_poll_seconds

@@ -24,6 +24,7 @@ UPSERT = "messages.upsert"
 PHONE_SUFFIXES = ("@s.whatsapp.net", "@c.us")
 LID_SUFFIX = "@lid"
 MAX_TEXT = 8000
+MAX_CONTACT = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 MEDIA_KINDS = {
@@ -127,6 +128,13 @@ def _phone(digits: str) -> str:
 
 def contact_of(key: dict[str, Any]) -> tuple[str, bool]:
     """(phone digits or LID, is_lid) of the chat; BadEvent if the key names no chat."""
+    contact, is_lid = _contact(key)
+    if len(contact) > MAX_CONTACT:  # E.164 numbers have 15 digits at most, LIDs about as many
+        raise BadEvent(f"data.key.remoteJid is not a WhatsApp chat id (over {MAX_CONTACT} characters)")
+    return contact, is_lid
+
+
+def _contact(key: dict[str, Any]) -> tuple[str, bool]:
     remote = as_text(key.get("remoteJid"))
     for jid in (as_text(key.get("remoteJidAlt")), remote, as_text(key.get("senderPn"))):
         if jid and _is_phone_jid(jid):

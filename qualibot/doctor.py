@@ -114,9 +114,12 @@ async def load(db: asyncpg.Pool) -> tuple[list[Direction], dict[str | None, tupl
 # a message older than this still waiting for the drain means no worker is draining
 INTAKE_STALL_SECONDS = 60.0
 INTAKE_SQL = """
-SELECT count(*) FILTER (WHERE i.name IS NOT NULL) AS waiting,
-       extract(epoch FROM now() - min(m.created_at) FILTER (WHERE i.name IS NOT NULL))::float8 AS oldest,
-       count(*) FILTER (WHERE i.name IS NULL) AS orphaned
+SELECT count(*) FILTER (WHERE i.name IS NOT NULL AND m.intake_error IS NULL) AS waiting,
+       extract(epoch FROM now() - min(m.created_at) FILTER (WHERE i.name IS NOT NULL AND m.intake_error IS NULL))
+           ::float8 AS oldest,
+       count(*) FILTER (WHERE m.intake_error IS NOT NULL) AS set_aside,
+       (array_agg(m.intake_error ORDER BY m.id DESC) FILTER (WHERE m.intake_error IS NOT NULL))[1] AS last_error,
+       count(*) FILTER (WHERE i.name IS NULL AND m.intake_error IS NULL) AS orphaned
 FROM messages m LEFT JOIN whatsapp_instances i ON i.name = m.instance_name
 WHERE m.dialog_id IS NULL
 """
@@ -128,13 +131,15 @@ class IntakeBacklog:
 
     waiting: int = 0
     oldest_seconds: float | None = None
+    set_aside: int = 0  # the drain could not link them (messages.intake_error)
+    last_error: str | None = None
     orphaned: int = 0  # their instance was removed: never linked
 
 
 async def load_intake(db: asyncpg.Pool) -> IntakeBacklog:
     row = await db.fetchrow(INTAKE_SQL)
     assert row is not None
-    return IntakeBacklog(row["waiting"], row["oldest"], row["orphaned"])
+    return IntakeBacklog(row["waiting"], row["oldest"], row["set_aside"], row["last_error"], row["orphaned"])
 
 
 def check_intake(backlog: IntakeBacklog) -> list[Finding]:
@@ -148,11 +153,16 @@ def check_intake(backlog: IntakeBacklog) -> list[Finding]:
     elif backlog.waiting:
         out.append(Finding("OK", None,
                            f"intake: {backlog.waiting} message(s) being linked, the oldest {age:.1f} s old"))
+    if backlog.set_aside:
+        out.append(Finding("ERROR", None, (
+            f"{backlog.set_aside} WhatsApp message(s) could not be linked to a dialog and were set aside; "
+            f"latest: {backlog.last_error}. Once the cause is fixed, "
+            "`UPDATE messages SET intake_error = NULL WHERE intake_error IS NOT NULL` puts them back in line")))
     if backlog.orphaned:
         out.append(Finding("WARN", None, (
             f"{backlog.orphaned} stored WhatsApp message(s) belong to instances no longer configured and "
-            "will not be linked to dialogs (restore the instance, or delete them with "
-            "`DELETE FROM messages WHERE dialog_id IS NULL`)")))
+            "will not be linked to dialogs (restore the instance, or delete them with `DELETE FROM messages "
+            "WHERE dialog_id IS NULL AND instance_name NOT IN (SELECT name FROM whatsapp_instances)`)")))
     return out
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
+import aiohttp
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from bot.drain import BATCH, drain
+from bot.drain import BATCH, DrainLoop, drain
+from core.context import AppContext
 from tests.bot.conftest import Bot, StartBot, text_message
 from tests.fakes.evolution import FakeEvolution
 from tests.helpers import wait_for
@@ -126,3 +129,64 @@ async def test_a_batch_that_fails_midway_leaves_everything_for_the_next_drain(
     counts = await seeded.fetch("SELECT client_message_count AS n FROM dialog_analysis")
     assert [r["n"] for r in counts] == [1, 1, 1]
     assert await seeded.fetchval("SELECT count(*) FROM jobs") == 3
+
+
+@pytest.fixture
+async def bad_lead(seeded: asyncpg.Pool) -> AsyncIterator[None]:
+    """A test-only trigger that refuses one chat's lead with a data error, as a bad value would."""
+    await seeded.execute(
+        """CREATE FUNCTION test_bad_lead() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               IF NEW.phone = '79160000002' THEN
+                   RAISE EXCEPTION 'value out of range, say' USING ERRCODE = 'numeric_value_out_of_range';
+               END IF;
+               RETURN NEW;
+           END $$;
+           CREATE TRIGGER test_bad_lead BEFORE INSERT ON leads FOR EACH ROW EXECUTE FUNCTION test_bad_lead();""")
+    yield
+    await seeded.execute("DROP TRIGGER IF EXISTS test_bad_lead ON leads; DROP FUNCTION IF EXISTS test_bad_lead()")
+
+
+async def test_a_message_that_cannot_be_linked_is_set_aside_and_the_others_go_on(
+    start_bot: StartBot, seeded: asyncpg.Pool, bad_lead: None
+) -> None:
+    async with start_bot(buffer_seconds=30) as bot:  # the worker's own drain loop does the work
+        for i in range(1, 5):
+            await bot.post(text_message(f"7916000000{i}", "oi", f"3EB0BAD{i}"))
+        await wait_for(lambda: _settled(seeded), what="three chats linked and one message set aside")
+        rows = await seeded.fetch(
+            "SELECT message_id, dialog_id IS NOT NULL AS linked, intake_error FROM messages ORDER BY id")
+        assert [(r["message_id"], r["linked"]) for r in rows] == [
+            ("3EB0BAD1", True), ("3EB0BAD2", False), ("3EB0BAD3", True), ("3EB0BAD4", True)]
+        assert "value out of range, say" in rows[1]["intake_error"]
+        # the cause fixed, clearing the error puts the message back in line
+        await seeded.execute("DROP TRIGGER test_bad_lead ON leads")
+        await seeded.execute("UPDATE messages SET intake_error = NULL")
+        await wait_for(lambda: _all_linked(seeded), what="the message set aside to be linked")
+    assert await seeded.fetchval("SELECT count(*) FROM dialog_analysis") == 4
+
+
+async def test_a_failed_batch_is_retried_one_message_at_a_time(
+    start_bot: StartBot, seeded: asyncpg.Pool, bad_lead: None
+) -> None:
+    async with start_bot(workers=False) as bot, aiohttp.ClientSession() as http:
+        for i in range(1, 5):
+            await bot.post(text_message(f"7916000000{i}", "oi", f"3EB0BAD{i}"))
+        step, ctx = DrainLoop(), AppContext(settings=bot.settings, pool=seeded, http=http, llm=None)
+        assert await step(ctx) == 0.0 and step.one_by_one == BATCH  # the batch of 4 failed as a whole
+        assert await seeded.fetchval("SELECT count(*) FROM messages WHERE dialog_id IS NOT NULL") == 0
+        for _ in range(4):
+            assert await step(ctx) == 0.0  # one message each: linked, set aside, linked, linked
+        assert await _settled(seeded)
+        assert await step(ctx) == bot.settings.intake_poll_seconds and step.one_by_one == 0  # back to batches
+
+
+async def _settled(db: asyncpg.Pool) -> bool:
+    return bool(await db.fetchval(
+        """SELECT count(*) FILTER (WHERE dialog_id IS NOT NULL) = 3
+                  AND count(*) FILTER (WHERE intake_error IS NOT NULL) = 1
+           FROM messages"""))
+
+
+async def _all_linked(db: asyncpg.Pool) -> bool:
+    return bool(await db.fetchval("SELECT count(*) = 4 FROM messages WHERE dialog_id IS NOT NULL"))

@@ -225,6 +225,10 @@ def _no_key() -> dict[str, Any]:
     return body
 
 
+def _endless_chat_id() -> dict[str, Any]:
+    return text_message("5" * 100, "oi", "3EB0ENDLESS")  # a phone JID no phone has
+
+
 @pytest.mark.parametrize(("body", "error", "says"), [
     (b"", "empty_body", "empty"),
     (b"{not json", "invalid_json", "not valid JSON"),
@@ -232,6 +236,7 @@ def _no_key() -> dict[str, Any]:
     (b"[1, 2]", "not_an_evolution_event", "JSON list"),
     (b'{"instance": "clinic-main"}', "not_an_evolution_event", "event"),
     (json.dumps(_no_key()).encode(), "not_an_evolution_event", "data.key"),
+    (json.dumps(_endless_chat_id()).encode(), "not_an_evolution_event", "over 64 characters"),
 ])
 async def test_bad_bodies_are_400_and_write_nothing(
     body: bytes, error: str, says: str, start_bot: StartBot, seeded: asyncpg.Pool

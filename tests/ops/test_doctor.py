@@ -222,19 +222,22 @@ async def test_messages_no_worker_links_are_an_error_and_orphans_a_warning(
 ) -> None:
     await seed(db, clean_config())
     await db.execute(
-        """INSERT INTO messages (instance_name, message_id, role, text, contact, created_at)
-           VALUES ('clinic-main', 'RECENT', 'client', 'oi', '79160000001', now()),
-                  ('clinic-main', 'STUCK', 'client', 'oi', '79160000002', now() - interval '5 minutes'),
-                  ('removed-instance', 'ORPHAN', 'client', 'oi', '79160000003', now() - interval '1 day')""")
+        """INSERT INTO messages (instance_name, message_id, role, text, contact, created_at, intake_error)
+           VALUES ('clinic-main', 'RECENT', 'client', 'oi', '79160000001', now(), NULL),
+                  ('clinic-main', 'STUCK', 'client', 'oi', '79160000002', now() - interval '5 minutes', NULL),
+                  ('clinic-main', 'BAD', 'client', 'oi', '79160000004', now(), 'DataError: value too long'),
+                  ('removed-instance', 'ORPHAN', 'client', 'oi', '79160000003', now() - interval '1 day', NULL)""")
     run = await qualibot("doctor")
     assert run.code == 1
-    [error] = lines(run.out, "ERROR")
-    assert error.startswith("ERROR  -         2 WhatsApp message(s) waiting for the intake drain, the oldest for 30")
-    assert "is a process with workers running" in error
+    stalled, set_aside = lines(run.out, "ERROR")
+    assert stalled.startswith("ERROR  -         2 WhatsApp message(s) waiting for the intake drain, the oldest for 30")
+    assert "is a process with workers running" in stalled
+    assert "1 WhatsApp message(s) could not be linked to a dialog and were set aside; latest: DataError: value " \
+           "too long" in set_aside
     [warning] = lines(run.out, "WARN")
     assert "1 stored WhatsApp message(s) belong to instances no longer configured" in warning
 
-    await db.execute("DELETE FROM messages WHERE message_id IN ('STUCK', 'ORPHAN')")
+    await db.execute("DELETE FROM messages WHERE message_id IN ('STUCK', 'ORPHAN', 'BAD')")
     run = await qualibot("doctor")
     assert run.code == 0, run.out
     assert "intake: 1 message(s) being linked" in run.out

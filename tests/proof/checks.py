@@ -91,6 +91,21 @@ async def wait_settled(pool: asyncpg.Pool, plans: list[DialogPlan], timeout: flo
     return round(time.monotonic() - started, 1)
 
 
+async def wait_replies_done(pool: asyncpg.Pool, timeout: float) -> float:
+    """Until the bot has nothing left to do: no message waiting for the drain, no dialog job queued or
+    running, no reply between its record and its delivery. Levels can settle before the last burst's
+    reply is sent; stopping the processes then would cut that reply off mid-send."""
+    started = time.monotonic()
+    while await pool.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM messages WHERE dialog_id IS NULL AND intake_error IS NULL)
+               OR EXISTS (SELECT 1 FROM jobs WHERE name = 'bot.dialog' AND status <> 'failed')
+               OR EXISTS (SELECT 1 FROM messages WHERE role = 'bot' AND delivery_status = 'pending')"""):
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the bot still had work after {timeout}s")
+        await _pause()
+    return round(time.monotonic() - started, 1)
+
+
 async def _pause() -> None:
     import asyncio
 

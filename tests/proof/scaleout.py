@@ -13,7 +13,7 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.proof.checks import Report, check_events, check_logs, check_messages, wait_settled
+from tests.proof.checks import Report, check_events, check_logs, check_messages, wait_replies_done, wait_settled
 from tests.proof.database import scenario_database
 from tests.proof.peers import LLM_KEY, running_peers
 from tests.proof.service import ServiceProcess, service_env, stop_all
@@ -46,6 +46,8 @@ async def run_scaleout(params: ScaleParams, workdir: Path) -> Report:
             await poster.play(interleaved(plans), rate=params.rate, copies=params.copies)
             report.figures["settle seconds after the last message"] = await wait_settled(
                 pool, plans, params.settle_timeout)
+            report.figures["then until the last reply was delivered"] = await wait_replies_done(
+                pool, params.settle_timeout)
         finally:
             await stop_all(processes)
             await poster.close()
