@@ -282,16 +282,20 @@ class Worker(Generic[DepsT]):
             except Exception as exc:
                 log.warning("job.heartbeat_failed", job_id=job.id, error=str(exc))
 
-    async def _reschedule(self, job: Job, token: uuid.UUID, delay: float, error: str, *, final: bool) -> None:
+    async def _reschedule(
+        self, job: Job, token: uuid.UUID, delay: float, error: str, *, final: bool, refund: bool = False
+    ) -> None:
+        """Queue the job again after `delay`; `refund` gives back the attempt its claim counted."""
         if final:
             await self._fail(job, token, error, final=True)
             return
         try:
             await self.pool.execute(
                 """UPDATE jobs SET status = 'queued', run_at = now() + make_interval(secs => $3),
+                          attempts = greatest(attempts - $5, 0),
                           lease_token = NULL, lease_until = NULL, last_error = $4, updated_at = now()
                    WHERE id = $1 AND lease_token = $2""",
-                job.id, token, delay, error[:2000],
+                job.id, token, delay, error[:2000], 1 if refund else 0,
             )
         except asyncpg.UniqueViolationError:
             # a newer run of the same key is already queued and will do this work
@@ -313,14 +317,8 @@ class Worker(Generic[DepsT]):
         )
 
     async def _release(self, job: Job, token: uuid.UUID) -> None:
-        await self._reschedule(job, token, 0.0, "released at shutdown", final=False)
         # a release is not a failed attempt
-        await self._guarded(
-            self.pool.execute(
-                "UPDATE jobs SET attempts = greatest(attempts - 1, 0) WHERE id = $1 AND status = 'queued'",
-                job.id,
-            )
-        )
+        await self._reschedule(job, token, 0.0, "released at shutdown", final=False, refund=True)
 
     @staticmethod
     async def _guarded(awaitable: Awaitable[Any]) -> None:
