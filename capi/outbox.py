@@ -11,7 +11,10 @@ A run works in `capi_concurrency` lanes. Each lane loops until nothing is due:
    bad event never sinks a batch; the others are posted;
 4. read Meta's answer (`capi.errors`): success only when `events_received` equals the number
    sent; a transient failure reschedules the rows with a growing delay (until the event would be
-   older than 7 days: then `error`, "expired"); a permanent failure that concerns one event (code
+   older than 7 days: then `error`, "expired"). When Meta says it is throttling (codes 4, 17, 341,
+   613, 80000–80014), the token rests: its rows wait at least `capi_throttle_seconds`, and the
+   run's other batches for that token are handed back unposted, so a throttled token is not
+   hammered by the rest of the run; a permanent failure that concerns one event (code
    100) is isolated by bisecting the batch, so the rest is delivered; a request-wide one (token,
    dataset, permission) fails every row with a hint;
 5. record the outcome with set-based statements fenced by `attempts`: a success sets the row
@@ -89,6 +92,7 @@ class Outbox:
         # a claim must outlast at least one request with room to record it, or nothing could be sent
         self.lease = max(settings.capi_lease_seconds, 2 * settings.meta_timeout_seconds + 5.0)
         self.stats = RunStats()
+        self.resting: dict[str, float] = {}  # token → monotonic time before which it is not posted
 
     async def run(self) -> RunStats:
         """Deliver everything due, `capi_concurrency` requests at a time; returns what happened."""
@@ -135,6 +139,9 @@ class Outbox:
             return [Outcome(r, "pending", attempted=False) for r in rows]
         first = rows[0]
         assert first.dataset and first.token  # _local_problem refused rows without them
+        rest = self.resting.get(first.token, 0.0) - time.monotonic()
+        if rest > 0:  # Meta throttled this token earlier in the run: back to the outbox, unposted
+            return [Outcome(r, "pending", delay=rest, attempted=False) for r in rows]
         answer = await self.graph.send(first.dataset, first.token, [r.event_json or "" for r in rows],
                                        first.test_event_code)
         self.stats.requests += 1
@@ -143,6 +150,10 @@ class Outbox:
                 return [Outcome(r, "success", response=answer.response) for r in rows]
             return [_partial(r, answer) for r in rows]
         if answer.kind == "transient":
+            if answer.error is not None and answer.error.throttled and self.settings.capi_throttle_seconds:
+                self.resting[first.token] = time.monotonic() + self.settings.capi_throttle_seconds
+                log.warning("capi.token_throttled", dataset=first.dataset, code=answer.error.code,
+                            rest_seconds=self.settings.capi_throttle_seconds)
             return [self._retry(r, answer) for r in rows]
         assert answer.error is not None
         if answer.error.request_wide or len(rows) == 1:
@@ -159,6 +170,8 @@ class Outbox:
         message = answer.error.message
         delay = backoff_delay(row.attempts, self.settings.capi_retry_base_seconds,
                               self.settings.capi_retry_max_seconds)
+        if answer.error.throttled:
+            delay = max(delay, self.settings.capi_throttle_seconds)
         left = (row.event_time + MAX_AGE - AGE_MARGIN - datetime.now(UTC)).total_seconds()
         if left < 1.0:
             return Outcome(row, "error", f"expired: not delivered within 7 days (last failure: {message})",

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     capi_lease_seconds: float = Field(default=120.0, gt=0)
     capi_retry_base_seconds: float = Field(default=30.0, gt=0)
     capi_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    # Meta throttling (codes 4, 17, 341, 613, 80000-80014) lasts minutes: the token rests this long at least
+    capi_throttle_seconds: float = Field(default=60.0, ge=0)
     log_level: str = "info"
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # worker tuning

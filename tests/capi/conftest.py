@@ -30,7 +30,7 @@ def settings(make_settings: Callable[..., Settings], graph: FakeGraph) -> Settin
     # one lane: a run's requests are countable; the concurrency tests ask for more lanes
     return make_settings(
         meta_graph_url=graph.url, meta_timeout_seconds=3.0, capi_retry_base_seconds=0.05,
-        capi_retry_max_seconds=0.2, capi_lease_seconds=30.0, capi_concurrency=1,
+        capi_retry_max_seconds=0.2, capi_throttle_seconds=0.1, capi_lease_seconds=30.0, capi_concurrency=1,
     )
 
 

@@ -254,3 +254,38 @@ async def test_skipped_and_finished_rows_are_never_sent(
     await record(seeded, skipped, 1)
     await outbox().run()
     assert not graph.requests
+
+
+async def test_a_throttled_token_rests_and_its_other_batches_are_not_posted_in_the_run(
+    seeded: asyncpg.Pool, graph: FakeGraph, outbox: MakeOutbox
+) -> None:
+    # a second direction with its own dataset and the same ad account (so the same token): two batches
+    await seeded.execute(
+        """INSERT INTO account_directions (id, account_id, name, ad_account_id, pixel_id,
+                                           whatsapp_business_account_id, capi_enabled, capi_source)
+           SELECT 'veneers', account_id, 'Veneers', ad_account_id, '2222222222',
+                  whatsapp_business_account_id, capi_enabled, capi_source
+           FROM account_directions WHERE id = 'implants'""")
+    if graph.datasets is not None:
+        graph.datasets.add("2222222222")
+    implants = await make_dialog(seeded)
+    veneers = await make_dialog(seeded, direction="veneers")
+    await record(seeded, implants, 1)
+    await record(seeded, veneers, 1)
+    graph.script.append("throttle")  # Meta throttles the first request
+    with capture_logs() as logs:
+        stats = await outbox(capi_concurrency=1, capi_throttle_seconds=60.0).run()
+    assert len(graph.requests) == 1 and stats.requests == 1  # the other batch was not posted
+    rows = {r["dialog_analysis_id"]: r for r in await seeded.fetch("SELECT * FROM capi_events_log")}
+    posted, held = (rows[implants], rows[veneers]) if rows[implants]["error"] else (rows[veneers], rows[implants])
+    assert posted["status"] == held["status"] == "pending"
+    assert "(code 17/2446079)" in posted["error"] and posted["attempts"] == 1
+    assert held["error"] is None and held["attempts"] == 0  # handed back unposted: no attempt counted
+    for row in (posted, held):  # both wait for the token's rest, not the 0.05 s retry base
+        assert row["next_attempt_at"] > datetime.now(UTC) + timedelta(seconds=50)
+    [throttled] = [e for e in logs if e["event"] == "capi.token_throttled"]
+    assert throttled["rest_seconds"] == 60.0 and META_TOKEN not in str(logs)
+
+    await seeded.execute("UPDATE capi_events_log SET next_attempt_at = now()")  # the rest is over
+    assert (await outbox().run()).sent == 2
+    assert len(graph.requests) == 3 and len(graph.delivered) == 2
