@@ -43,7 +43,7 @@ _INSERT = """
     ON CONFLICT (instance_name, message_id) DO NOTHING
     RETURNING id
 """
-# a client message: stored unless already there (or the instance is gone: see `_why_not_stored`)
+# a client message: stored unless already there (or its instance is gone: see WHY_NOT_SQL)
 CLIENT_SQL = _INSERT.format(extra="")
 # a fromMe message: stored as the operator's unless it is our own reply coming back
 OPERATOR_SQL = f"""
