@@ -21,6 +21,20 @@ _QUALIFIED = re.compile(r"budget|бюджет", re.I)
 _BOOKED = re.compile(r"\b(book|booked|confirm|записать|запишите|подтверждаю)\b|\d{1,2}:\d{2}", re.I)
 
 
+def transcript_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dialog messages a chat request shows the model: every line of its messages that is a
+    JSON object with a role (the analysis prompt's transcript format); anything else is skipped."""
+    lines = []
+    for message in body.get("messages", []):
+        for line in str(message.get("content") or "").splitlines():
+            if line.startswith("{") and '"role"' in line:
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return lines
+
+
 class StandIns:
     """Three tiny servers on one aiohttp app each; `start()` returns their base URLs."""
 
@@ -78,20 +92,8 @@ class StandIns:
         app.router.add_post("/v1/chat/completions", completions)
         return app
 
-    @staticmethod
-    def _transcript(body: dict[str, Any]) -> list[dict[str, Any]]:
-        lines = []
-        for message in body.get("messages", []):
-            for line in str(message.get("content") or "").splitlines():
-                if line.startswith("{") and '"role"' in line:
-                    try:
-                        lines.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        continue
-        return lines
-
     def _analysis(self, body: dict[str, Any]) -> str:
-        client = [m for m in self._transcript(body) if m.get("role") == "client"]
+        client = [m for m in transcript_messages(body) if m.get("role") == "client"]
         qualified = [m["id"] for m in client if _QUALIFIED.search(m.get("text", ""))]
         booked = [m["id"] for m in client if _BOOKED.search(m.get("text", ""))]
         return json.dumps({

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from qualibot.demo_peers import transcript_messages
 from tests.fakes.evolution import FakeEvolution
 from tests.fakes.graph import FakeGraph
 from tests.fakes.llm import FakeLLM
@@ -114,18 +115,6 @@ class ProofGraph(FakeGraph):
         return first
 
 
-def _transcript(body: dict[str, Any]) -> list[dict[str, Any]]:
-    lines = []
-    for message in body.get("messages", []):
-        for line in str(message.get("content") or "").splitlines():
-            if line.startswith("{") and '"role"' in line:
-                try:
-                    lines.append(json.loads(line))
-                except ValueError:
-                    continue
-    return lines
-
-
 @dataclass
 class ProofLLM:
     """The responder: counts analyses and replies."""
@@ -142,7 +131,7 @@ class ProofLLM:
 
     @staticmethod
     def analysis(body: dict[str, Any]) -> str:
-        client = [m for m in _transcript(body) if m.get("role") == "client"]
+        client = [m for m in transcript_messages(body) if m.get("role") == "client"]
         qualified = [m["id"] for m in client if QUALIFIED_MARK in str(m.get("text"))]
         booked = [m["id"] for m in client if BOOKED_MARK in str(m.get("text"))]
         return json.dumps({
