@@ -46,10 +46,10 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.db import create_pool  # noqa: E402
-from core.migrate import migrate  # noqa: E402
 from tests.dbsetup import fresh_database  # noqa: E402
-from tests.seed import WEBHOOK_SECRET, seed  # noqa: E402
+from tests.helpers import wait_for  # noqa: E402
+from tests.proof.database import prepare  # noqa: E402
+from tests.seed import WEBHOOK_SECRET  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "bot" / "fixtures" / "evolution" / "text-2.3.7.json"
 POOL_SIZE = 10  # the service's default db_pool_max; the baseline gets the same
@@ -242,11 +242,11 @@ class Cost:
 
 async def all_linked(pool: asyncpg.Pool, within: float = 120) -> None:
     """Wait until the service's drain has linked every stored message."""
-    deadline = time.monotonic() + within
-    while await pool.fetchval("SELECT EXISTS (SELECT 1 FROM messages WHERE dialog_id IS NULL)"):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the service did not link its messages in time")
-        await asyncio.sleep(0.005)
+
+    async def linked() -> bool:
+        return not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM messages WHERE dialog_id IS NULL)")
+
+    await wait_for(linked, timeout=within, interval=0.005, what="the service to link every stored message")
 
 
 async def measure(url: str, proc: subprocess.Popen[bytes], pool: asyncpg.Pool, bodies: list[bytes],
@@ -321,13 +321,7 @@ async def last_message_id(pool: asyncpg.Pool) -> int:
 
 async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
     async with fresh_database(Path(tempfile.mkdtemp(prefix="qualibot-bench-"))) as dsn:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        pool = await create_pool(dsn, max_size=2)
-        await seed(pool)
+        pool = await prepare(dsn, evolution_url="http://127.0.0.1:9")  # no reply is sent in a run
         if preload_messages:
             await preload(pool, preload_messages)
         names = ("baseline", "service")
