@@ -129,11 +129,11 @@ WHERE m.dialog_id IS NULL
 class IntakeBacklog:
     """WhatsApp messages stored but not yet linked to a dialog by the intake drain."""
 
-    waiting: int = 0
-    oldest_seconds: float | None = None
-    set_aside: int = 0  # the drain could not link them (messages.intake_error)
-    last_error: str | None = None
-    orphaned: int = 0  # their instance was removed: never linked
+    waiting: int
+    oldest_seconds: float | None
+    set_aside: int  # the drain could not link them (messages.intake_error)
+    last_error: str | None
+    orphaned: int  # their instance was removed: never linked
 
 
 async def load_intake(db: asyncpg.Pool) -> IntakeBacklog:
@@ -175,12 +175,12 @@ def mask(secret: str) -> str:
 
 def check_all(
     dirs: list[Direction], settings: Settings, not_analysed: dict[str | None, tuple[int, str | None]],
-    intake: IntakeBacklog | None = None,
+    intake: IntakeBacklog,
 ) -> list[Finding]:
     if not dirs:
         return [Finding("ERROR", None, "no directions configured: this deployment sends nothing to Meta; "
                         "describe them in a config file and run `qualibot config apply FILE.yaml`")]
-    found: list[Finding] = check_intake(intake or IntakeBacklog())
+    found: list[Finding] = check_intake(intake)
     if None in not_analysed:
         found.append(_not_analysed(None, *not_analysed[None]))
     for d in dirs:
