@@ -168,10 +168,12 @@ class Worker(Generic[DepsT]):
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._claiming: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         log.info("worker.started", worker=self.worker_id, concurrency=self.concurrency)
         self._loops = [asyncio.create_task(self._loop(name, step)) for name, step in self.registry.loops.items()]
+        self._claiming = asyncio.current_task()
         while not self._stopping.is_set():
             free = self.concurrency - len(self._tasks)
             claimed: list[tuple[Job, uuid.UUID]] = []
@@ -212,6 +214,11 @@ class Worker(Generic[DepsT]):
         """Stop claiming; let running jobs finish for `grace` seconds, then hand the rest back."""
         self._stopping.set()
         self._wake.set()
+        # a claim committed just before the stop hands its jobs to run() only when that query returns:
+        # wait for run() to leave its loop, or those jobs would start after the stop and be orphaned
+        claiming = self._claiming
+        if claiming is not None and claiming is not asyncio.current_task() and not claiming.done():
+            await asyncio.wait({claiming}, timeout=grace)
         running = self._tasks | set(self._loops)
         if running:
             _, pending = await asyncio.wait(running, timeout=grace)
