@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from bot.parse import (
-    SEND, BadEvent, Ignored, Invalid, Message, event_name, parse_envelope, parse_message, parse_messages,
+    SEND,
+    BadEvent,
+    Ignored,
+    Invalid,
+    Message,
+    event_name,
+    parse_envelope,
+    parse_message,
+    parse_messages,
 )
 from bot.referral import Referral, find_referral, may_carry_referral
 from bot.values import as_bytes, as_int, plain, timestamp
