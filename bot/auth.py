@@ -1,75 +1,89 @@
-"""Evolution webhook authentication: the instance's secret header, or Evolution's `jwt_key` bearer JWT.
+"""Evolution webhook authentication: the secret header, Evolution's `jwt_key` JWT, or the body's `apikey`.
 
-Evolution signs nothing. A per-instance webhook sends the headers it was configured with as they
-are, so `X-Webhook-Secret: <webhook_secret>` works; if those headers hold `jwt_key`, Evolution
-instead sends `Authorization: Bearer <JWT>`, HS256-signed with that key, claims
-`{iat, exp: iat+600, app: "evolution", action: "webhook"}`. Both are checked in constant time.
-HS256 is small enough to verify with hmac here rather than add a JWT dependency.
+Evolution signs nothing (evolution-api 2.3.7 and 2.4.0-rc2
+`src/api/integrations/event/webhook/webhook.controller.ts`, `emit`):
+- a per-instance webhook sends the headers configured on `/webhook/set` as they are, so
+  `X-Webhook-Secret: <webhook_secret>` works;
+- if those headers hold `jwt_key`, it sends `Authorization: Bearer <JWT>` instead, HS256-signed with
+  that key (`generateJwtToken`: `{iat, exp: iat + 600, app: "evolution", action: "webhook"}`). The
+  token is made once, before the retry loop (`retryWebhookRequest`, up to 10 tries over ~20 min),
+  so it is accepted up to `jwt_grace_seconds` past `exp`; a token without `exp` is refused;
+- the global webhook (`WEBHOOK_GLOBAL_URL`) sends no custom header at all. Its body carries
+  `apikey`: the instance's token when `AUTHENTICATION_EXPOSE_IN_FETCH_INSTANCES=true`, else null
+  (`src/api/services/channel.service.ts` `sendDataWebhook`). A body `apikey` equal to the instance's
+  `api_key` authenticates a request that brings neither header.
+Secrets are compared in constant time; the JWT is verified by PyJWT, HS256 only.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
-import json
-import time
+import warnings
 from collections.abc import Mapping
+from typing import Any
+
+import jwt
 
 from core.web import ApiError
 
 SECRET_HEADER = "X-Webhook-Secret"  # noqa: S105  # a header name, not a secret
-CLOCK_LEEWAY = 30.0  # seconds of clock difference tolerated on exp/nbf
+ALGORITHMS = ["HS256"]  # what Evolution signs with; naming it here refuses `none` and every other alg
+# the key is the instance's webhook_secret, whose length is the configuration's business: a warning
+# on every webhook of an instance with a short one would only flood the logs
+warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
 
 
-def _b64url(part: str) -> bytes:
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-def jwt_problem(token: str, secret: str, now: float | None = None) -> str | None:
-    """None when `token` is an HS256 JWT signed with `secret` and not expired; else what is wrong."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return "the bearer token is not a JWT"
+def jwt_problem(token: str, secret: str, grace_seconds: float) -> str | None:
+    """None when `token` is an HS256 JWT signed with `secret`, with an `exp` at most
+    `grace_seconds` ago; else what is wrong."""
     try:
-        header = json.loads(_b64url(parts[0]))
-        claims = json.loads(_b64url(parts[1]))
-        signature = _b64url(parts[2])
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return "the bearer token is not a well-formed JWT"
-    if not isinstance(header, dict) or header.get("alg") != "HS256":
-        return "the JWT must be signed with HS256"
-    expected = hmac.new(secret.encode(), f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, signature):
-        return "the JWT signature does not match the instance's webhook secret"
-    if not isinstance(claims, dict):
-        return "the JWT claims are not an object"
-    now = time.time() if now is None else now
-    exp, nbf = claims.get("exp"), claims.get("nbf")
-    if exp is not None and (not isinstance(exp, int | float) or now > exp + CLOCK_LEEWAY):
+        jwt.decode(token, secret, algorithms=ALGORITHMS, options={"require": ["exp"]}, leeway=grace_seconds)
+    except jwt.MissingRequiredClaimError:
+        return "the JWT has no exp claim"
+    except jwt.ExpiredSignatureError:
         return "the JWT has expired"
-    if nbf is not None and (not isinstance(nbf, int | float) or now < nbf - CLOCK_LEEWAY):
+    except jwt.InvalidSignatureError:
+        return "the JWT signature does not match the instance's webhook secret"
+    except jwt.InvalidAlgorithmError:
+        return "the JWT must be signed with HS256"
+    except jwt.ImmatureSignatureError:
         return "the JWT is not valid yet"
+    except jwt.DecodeError:
+        return "the bearer token is not a well-formed JWT"
+    except jwt.InvalidTokenError as exc:
+        return f"the JWT is not valid: {exc}"
     return None
 
 
-def authenticate(headers: Mapping[str, str], secret: str) -> None:
-    """Raise a 401 ApiError unless the request carries the instance's secret or a JWT signed with it."""
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def authenticate(
+    headers: Mapping[str, str], secret: str, *, body_apikey: Any, api_key: str, grace_seconds: float,
+) -> str:
+    """How the request proved it comes from the instance's Evolution (`header`, `jwt` or `apikey`);
+    a 401 ApiError when it did not."""
     given = headers.get(SECRET_HEADER)
-    if given is not None and hmac.compare_digest(given.encode(), secret.encode()):
-        return
+    if given is not None and _same(given, secret):
+        return "header"
     auth = headers.get("Authorization", "")
     problem = None
     if auth[:7].lower() == "bearer ":
-        problem = jwt_problem(auth[7:].strip(), secret)
+        problem = jwt_problem(auth[7:].strip(), secret, grace_seconds)
         if problem is None:
-            return
+            return "jwt"
     if given is not None:
         raise ApiError(401, "invalid_secret", f"{SECRET_HEADER} does not match the instance's webhook secret")
     if problem is not None:
         raise ApiError(401, "invalid_token", problem)
+    if isinstance(body_apikey, str) and body_apikey:
+        if api_key and _same(body_apikey, api_key):
+            return "apikey"
+        raise ApiError(401, "invalid_apikey", "the body's apikey is not the instance's api_key")
     raise ApiError(
         401, "missing_secret",
-        f"send {SECRET_HEADER}: <webhook_secret>, or Authorization: Bearer <HS256 JWT signed with it>",
+        f"send {SECRET_HEADER}: <webhook_secret>, or Authorization: Bearer <HS256 JWT signed with it>; "
+        "Evolution's global webhook authenticates by the body's apikey, which it sends only with "
+        "AUTHENTICATION_EXPOSE_IN_FETCH_INSTANCES=true",
     )

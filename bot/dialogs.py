@@ -1,13 +1,17 @@
 """The dialog job's reads and writes: the dialog's state, its recent history, the bot reply's record.
 
-A reply is keyed on the burst it answers: its `message_id` is `qb-<dialog>-<last client message>`,
-so the unique (instance, message_id) lets at most one reply per burst exist, whatever reruns or
-concurrent workers do. It is recorded as `pending` before it is sent, and only while the bot is not
-paused, so an operator who takes over during the LLM call still stops it.
+A reply is keyed on the burst it answers: `messages.reply_to` holds the id of the burst's last client
+message and is unique, so at most one reply per burst exists, whatever reruns or concurrent workers
+do. Only this module writes `reply_to`; the reply's own `message_id` is random. Both are out of a
+WhatsApp sender's reach: a key like `qb-<dialog>-<message>` in `message_id`, the namespace of
+Evolution's key ids, let a client message with that id pass for another chat's reply and suppress it.
+A reply is recorded as `pending` before it is sent, and only while the bot is not paused, so an
+operator who takes over during the LLM call still stops it.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import asyncpg
@@ -32,10 +36,6 @@ class DialogState:
     waiting: bool  # a message of this chat is stored but not yet linked by the intake drain
 
     @property
-    def reply_key(self) -> str:
-        return f"qb-{self.id}-{self.last_client_id}"
-
-    @property
     def number(self) -> str:
         """Where Evolution sends: phone digits, or the LID JID (Evolution 2.3.5+ sends to @lid)."""
         return f"{self.contact}@lid" if self.is_lid else self.contact
@@ -52,9 +52,7 @@ async def load_dialog(pool: asyncpg.Pool, dialog_id: int) -> DialogState | None:
         """SELECT d.id, d.instance_name, d.contact_phone AS contact, COALESCE(l.is_lid, false) AS is_lid,
                   COALESCE(d.bot_paused_until > now(), false) AS paused, d.direction_id,
                   ad.bot_prompt, i.api_url, i.api_key, last.id AS last_client_id,
-                  EXISTS (SELECT 1 FROM messages r
-                          WHERE r.instance_name = d.instance_name
-                            AND r.message_id = 'qb-' || d.id || '-' || last.id) AS replied,
+                  EXISTS (SELECT 1 FROM messages r WHERE r.reply_to = last.id) AS replied,
                   EXISTS (SELECT 1 FROM messages w
                           WHERE w.dialog_id IS NULL AND w.intake_error IS NULL
                             AND w.instance_name = d.instance_name
@@ -85,12 +83,12 @@ async def history(pool: asyncpg.Pool, dialog_id: int, upto: int, limit: int) -> 
 async def record_reply(pool: asyncpg.Pool, state: DialogState, text: str) -> int | None:
     """Store the reply as pending; None when this burst already has one or the bot got paused."""
     return await pool.fetchval(  # type: ignore[no-any-return]
-        """INSERT INTO messages (instance_name, message_id, dialog_id, role, text, delivery_status)
-           SELECT d.instance_name, $2, d.id, 'bot', $3, 'pending' FROM dialog_analysis d
+        """INSERT INTO messages (instance_name, message_id, dialog_id, role, text, delivery_status, reply_to)
+           SELECT d.instance_name, $2, d.id, 'bot', $3, 'pending', $4 FROM dialog_analysis d
            WHERE d.id = $1 AND (d.bot_paused_until IS NULL OR d.bot_paused_until <= now())
-           ON CONFLICT (instance_name, message_id) DO NOTHING
+           ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
            RETURNING id""",
-        state.id, state.reply_key, text,
+        state.id, f"qb-{uuid.uuid4().hex}", text, state.last_client_id,
     )
 
 

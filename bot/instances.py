@@ -22,6 +22,7 @@ class Instance:
     name: str
     account_id: str
     webhook_secret: str
+    api_key: str  # the instance's Evolution token: the global webhook's body `apikey` (bot.auth)
     default_direction_id: str | None
 
 
@@ -36,7 +37,7 @@ class InstanceCache:
         if hit is not None and hit[0] > now:
             return hit[1]
         row = await pool.fetchrow(
-            """SELECT name, account_id, webhook_secret, default_direction_id
+            """SELECT name, account_id, webhook_secret, api_key, default_direction_id
                FROM whatsapp_instances WHERE name = $1""",
             name,
         )

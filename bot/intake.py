@@ -9,10 +9,15 @@ look, on that rare path only); two concurrent deliveries of one message are sett
 `bot.drain`, links stored messages to their lead and dialog in batches and debounces the dialog
 jobs; a message is kept (dialog_id NULL) until it has, so nothing acknowledged is lost.
 
-A `fromMe` message that is our own bot reply coming back (same external id, or the text of a reply
-still pending while sendText holds its answer) is recognised here (`echo`) and not stored, so it
-is never taken for an operator. The instance is checked by the statement itself, not only by the
-5-second cache: an instance removed since its cached lookup stores nothing (`InstanceGone`, 404).
+A `fromMe` upsert or a `send.message` (what was sent through Evolution's API: Chatwoot, a CRM widget)
+is stored as the operator's, which pauses the bot (`bot.drain`), unless it is our own reply coming
+back (`echo`, not stored): recognised by the key id Evolution's sendText answered with
+(`messages.external_id`), a value no WhatsApp sender can choose. Evolution emits `send.message`
+without waiting (`sendMessageWithTyping`, evolution-api 2.3.7 whatsapp.baileys.service.ts), so
+the echo can overtake sendText's answer: until that answer is recorded, a recent reply of that
+chat without an external id is matched by its text (only `fromMe` messages are compared, and no
+client can send those). The instance is checked by the statement itself, not only by the 5-second
+cache: an instance removed since its cached lookup stores nothing (`InstanceGone`, 404).
 It runs on a connection kept out of the pool (`bot.connections`): the pool's reset on release
 would be a second round trip.
 """
@@ -37,20 +42,21 @@ MAX_ATTEMPTS = 3
 
 _INSERT = """
     INSERT INTO messages (instance_name, message_id, role, text, media_type, sent_at,
-                          contact, is_lid, push_name, referral)
-    SELECT i.name, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb
+                          contact, is_lid, push_name, referral, ad_opaque)
+    SELECT i.name, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11
     FROM whatsapp_instances i WHERE i.name = $1 {extra}
     ON CONFLICT (instance_name, message_id) DO NOTHING
     RETURNING id
 """
 # a client message: stored unless already there (or its instance is gone: see WHY_NOT_SQL)
 CLIENT_SQL = _INSERT.format(extra="")
-# a fromMe message: stored as the operator's unless it is our own reply coming back
+# a fromMe or sent message: stored as the operator's unless it is our own reply coming back
 OPERATOR_SQL = f"""
 WITH echo AS (
     SELECT 1 FROM messages m JOIN dialog_analysis d ON d.id = m.dialog_id
     WHERE d.instance_name = $1 AND d.contact_phone = $7 AND m.role = 'bot'
-      AND (m.external_id = $2 OR (m.delivery_status = 'pending' AND m.text = $4))
+      AND (m.external_id = $2 OR (m.external_id IS NULL AND m.text = $4
+                                  AND m.created_at > now() - interval '1 hour'))
 ), ins AS ({_INSERT.format(extra="AND NOT EXISTS (SELECT 1 FROM echo)")})
 SELECT id FROM ins
 """
@@ -82,7 +88,8 @@ def referral_record(ref: Referral | None) -> dict[str, Any] | None:
 def _statement(instance: Instance, m: Message) -> tuple[str, list[Any]]:
     role = "operator" if m.from_me else "client"
     args = [instance.name, m.message_id, role, m.text, m.media_type, m.sent_at,
-            m.contact, m.is_lid, m.push_name, referral_record(m.referral)]  # the pool encodes jsonb
+            m.contact, m.is_lid, m.push_name, referral_record(m.referral),  # the pool encodes jsonb
+            m.ad_opaque]
     return (OPERATOR_SQL if m.from_me else CLIENT_SQL), args
 
 

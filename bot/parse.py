@@ -7,6 +7,14 @@
   Groups, `status@broadcast`, broadcast lists and newsletters are ignored.
 - The text: `conversation`, `extendedTextMessage.text`, a media caption, a button/list answer or a
   speech-to-text transcript; media without text gets its type and a placeholder like `[audio]`.
+- `send.message`: what was sent through Evolution's API (Chatwoot, a CRM widget, our own sendText).
+  Baileys runs with `emitOwnEvents: false`, so these never come as a `fromMe` upsert; Evolution
+  emits the sent message's `prepareMessage` record instead, the same `data` shape
+  (`sendMessageWithTyping`, `src/api/integrations/channel/whatsapp/whatsapp.baileys.service.ts`,
+  evolution-api 2.3.7 and 2.4.0-rc2). It is read as a `fromMe` message.
+- With `webhook_base64` on, media arrive as `data.message.base64` (same file): dropped on reading,
+  never stored.
+- A `data` list is read message by message: an unreadable one is `Invalid`, the others go on.
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.referral import Referral, find_referral
+from bot.referral import Referral, find_referral, has_opaque_ad
 from bot.values import as_bool, as_text, timestamp
 from core.phones import normalize_phone
 
 UPSERT = "messages.upsert"
+SEND = "send.message"
+MESSAGE_EVENTS = frozenset({UPSERT, SEND})
 PHONE_SUFFIXES = ("@s.whatsapp.net", "@c.us")
 LID_SUFFIX = "@lid"
 MAX_TEXT = 8000
@@ -69,12 +79,21 @@ class Message:
     media_type: str | None
     sent_at: datetime
     referral: Referral | None
+    ad_opaque: bool = False  # Baileys' opaque ad fields (ctwaPayload / conversionData) were present
 
 
 @dataclass(frozen=True)
 class Ignored:
     message_id: str
     reason: str  # group | status | broadcast | newsletter | no_content
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """One message of a webhook that cannot be read; the others of its `data` still are."""
+
+    message_id: str | None
+    reason: str
 
 
 def event_name(raw: str) -> str:
@@ -202,27 +221,30 @@ def _clean(text: str) -> str:
     return _CONTROL.sub("", text)[:MAX_TEXT]
 
 
-def parse_message(data: Any, *, ads: bool = True) -> Message | Ignored:
+def parse_message(data: Any, *, ads: bool = True, event: str = UPSERT) -> Message | Ignored:
     """One message; `ads=False` skips the referral search (the body has no ad data at all)."""
     if not isinstance(data, dict):
-        raise BadEvent("messages.upsert: `data` must be an object (or a list of them)")
+        raise BadEvent(f"{event}: `data` must be an object (or a list of them)")
+    message = data.get("message")
+    if isinstance(message, dict):
+        message.pop("base64", None)  # media bytes (webhook_base64): never stored, freed at once
     key = data.get("key")
     if not isinstance(key, dict):
-        raise BadEvent("messages.upsert: data.key is missing")
+        raise BadEvent(f"{event}: data.key is missing")
     message_id = as_text(key.get("id"))
     if not message_id:
-        raise BadEvent("messages.upsert: data.key.id is missing")
+        raise BadEvent(f"{event}: data.key.id is missing")
     remote = as_text(key.get("remoteJid"))
     if not remote:
-        raise BadEvent("messages.upsert: data.key.remoteJid is missing")
+        raise BadEvent(f"{event}: data.key.remoteJid is missing")
     reason = ignored_chat(remote)
     if reason:
         return Ignored(message_id, reason)
     contact, is_lid = contact_of(key)
-    content = content_of(data.get("message"))
+    content = content_of(message)
     if content is None:
         return Ignored(message_id, "no_content")
-    from_me = as_bool(key.get("fromMe"))
+    from_me = event == SEND or as_bool(key.get("fromMe"))
     return Message(
         message_id=message_id[:200],
         contact=contact,
@@ -233,6 +255,7 @@ def parse_message(data: Any, *, ads: bool = True) -> Message | Ignored:
         media_type=content[1],
         sent_at=timestamp(data.get("messageTimestamp")),
         referral=find_referral(data) if ads and not from_me else None,
+        ad_opaque=ads and not from_me and has_opaque_ad(data),
     )
 
 
@@ -241,11 +264,29 @@ def _push_name(value: Any) -> str | None:
     return _clean(name)[:200] if name and name != "Você" else None
 
 
-def parse_upsert(data: Any, *, ads: bool = True) -> list[Message | Ignored]:
-    """Every message of a `messages.upsert` data (an object, or a list in some older versions)."""
+def _key_id(data: Any) -> str | None:
+    key = data.get("key") if isinstance(data, dict) else None
+    message_id = as_text(key.get("id")) if isinstance(key, dict) else None
+    return message_id[:200] if message_id else None
+
+
+def parse_messages(data: Any, *, ads: bool = True, event: str = UPSERT) -> list[Message | Ignored | Invalid]:
+    """Every message of a `messages.upsert` / `send.message` data (an object, or a list in some
+    older versions), in order; BadEvent only when none of them can be read."""
     items = data if isinstance(data, list) else [data]
     if not items:
-        raise BadEvent("messages.upsert: `data` is empty")
+        raise BadEvent(f"{event}: `data` is empty")
     if len(items) > 100:
-        raise BadEvent("messages.upsert: more than 100 messages in one webhook")
-    return [parse_message(item, ads=ads) for item in items]
+        raise BadEvent(f"{event}: more than 100 messages in one webhook")
+    parsed: list[Message | Ignored | Invalid] = []
+    for item in items:
+        try:
+            parsed.append(parse_message(item, ads=ads, event=event))
+        except BadEvent as exc:
+            parsed.append(Invalid(_key_id(item), str(exc)))
+    if all(isinstance(p, Invalid) for p in parsed):
+        reasons = [p.reason for p in parsed if isinstance(p, Invalid)]
+        if len(reasons) == 1:
+            raise BadEvent(reasons[0])
+        raise BadEvent(f"none of the {len(reasons)} messages can be read: " + "; ".join(reasons[:5]))
+    return parsed

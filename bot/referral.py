@@ -26,6 +26,9 @@ CONVERSION_KEYS = (
     "conversionSource", "entryPointConversionSource", "entryPointConversionApp", "ctwaSignals",
     "conversionDelaySeconds", "ctwaPayload", "conversionData",
 )
+# Baileys' opaque ad fields (bytes in WAProto `ContextInfo`: conversionData = 19, ctwaPayload = 55,
+# Baileys 7.0.0-rc.9 WAProto/WAProto.proto); WhatsApp has been seen sending only these (Baileys #2354)
+OPAQUE_AD_KEYS = ("ctwaPayload", "conversionData")
 AD_ENTRY_POINTS = frozenset({"ctwa_ad", "fb_ads", "ads"})
 # every shape above has one of these in a key name; a body without any cannot carry a referral
 _BODY_HINTS = (b"ctwa", b"AdReply", b"referral", b"onversion")
@@ -132,6 +135,12 @@ def _search(node: Any, path: str, depth: int, budget: list[int]) -> Referral | N
             if found:
                 return found
     return None
+
+
+def has_opaque_ad(data: dict[str, Any]) -> bool:
+    """Whether the message's context (where `find_referral` looks first) holds an opaque ad field."""
+    places = [data.get("contextInfo"), *(ctx for _, ctx in _message_contexts(data.get("message")))]
+    return any(isinstance(ctx, dict) and any(ctx.get(k) for k in OPAQUE_AD_KEYS) for ctx in places)
 
 
 def may_carry_referral(body: bytes) -> bool:

@@ -1,25 +1,28 @@
 """`POST /webhooks/evolution` and `/webhooks/evolution/{event_slug}`: Evolution API webhooks.
 
-Order of checks, each answering before anything is written: the body is JSON naming an event and an
-instance (400), the instance is configured (404), the request carries its secret (401); then
-`messages.upsert` is parsed (400 if it is not a message we can read) and stored in one
-transaction before the 200; `bot.drain` then links it to its lead and dialog.
-Other events are authenticated, counted and answered 200.
+Order of checks, each answering before anything is written: the body fits the Evolution routes'
+limit (413), is JSON naming an event and an instance (400), the instance is configured (404), the
+request carries its secret, JWT or the instance's `apikey` (401, `bot.auth`); then `messages.upsert`
+and `send.message` are parsed and their readable messages stored in one transaction before the
+200, which lists each message's outcome (stored, duplicate, echo, ignored, invalid); a 400 only when
+none can be read. `bot.drain` then links them to their lead and dialog.
+Other events (`messages.set`, Evolution's history sync, among them: answering it would reply to
+old chats) are authenticated, counted and answered 200.
 Evolution retries 5xx and timeouts but not 4xx, so only server-side failures are 5xx.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
 
 from bot.auth import authenticate
 from bot.connections import PinnedConnections
-from bot.instances import INSTANCES, InstanceCache
-from bot.intake import InstanceGone, store_messages
-from bot.parse import UPSERT, BadEvent, Ignored, Message, parse_envelope, parse_upsert
+from bot.instances import INSTANCES, Instance, InstanceCache
+from bot.intake import InstanceGone, Stored, store_messages
+from bot.parse import MESSAGE_EVENTS, BadEvent, Ignored, Invalid, Message, parse_envelope, parse_messages
 from bot.referral import may_carry_referral
 from core.logging import get_logger
 from core.metrics import WEBHOOKS
@@ -44,50 +47,94 @@ def _unknown(name: str) -> ApiError:
     return ApiError(404, "unknown_instance", f"no WhatsApp instance named {name!r} is configured")
 
 
-async def evolution_webhook(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
+async def _read_body(request: web.Request, limit: int) -> tuple[web.Request, bytes]:
+    """The raw body, read once, up to the Evolution routes' own limit (413 above it).
+
+    Media sent as base64 (`webhook_base64`) make bodies far larger than other webhooks', so these
+    routes take up to `evolution_max_body_bytes` while the app keeps `max_body_bytes` for the rest.
+    A body announced within the app's limit (every text message) is read as it is; only a larger
+    or unannounced one needs the request cloned with the higher limit (aiohttp's public way).
+    """
+    size = request.content_length
+    if size is not None and size > limit:  # refused before a byte of it is read
+        raise _too_large(limit)
+    if size is None or size > request.app[CTX].settings.max_body_bytes:
+        request = request.clone(client_max_size=limit)
     try:
-        body = await read_json(request)
+        return request, await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
+
+
+def _too_large(limit: int) -> ApiError:
+    _count("too_large")
+    return ApiError(413, "body_too_large", f"the body exceeds the Evolution webhooks' limit of {limit} bytes "
+                    "(QUALIBOT_EVOLUTION_MAX_BODY_BYTES)")
+
+
+def _slug(request: web.Request) -> str | None:
+    # a byEvents URL configured with a trailing slash posts to `…/evolution//messages-upsert`
+    return request.match_info.get("event_slug", "").strip("/") or None
+
+
+async def evolution_webhook(request: web.Request) -> web.Response:
+    settings = request.app[CTX].settings
+    request, raw = await _read_body(request, settings.evolution_max_body_bytes)
+    try:
+        body = await read_json(request)  # the body already read: parsed, not read again
     except ApiError:
         _count("bad_request")
         raise
     try:
-        envelope = parse_envelope(body, request.match_info.get("event_slug"),
-                                  request.headers.get("X-Instance-Name"))
+        envelope = parse_envelope(body, _slug(request), request.headers.get("X-Instance-Name"))
     except BadEvent as exc:
         raise _bad(str(exc)) from None
-    instance = await request.app[INSTANCES].get(ctx.pool, envelope.instance)
+    pool = request.app[CTX].pool
+    instance = await request.app[INSTANCES].get(pool, envelope.instance)
     if instance is None:
         raise _unknown(envelope.instance)
     try:
-        authenticate(request.headers, instance.webhook_secret)
+        authenticate(request.headers, instance.webhook_secret, body_apikey=body.get("apikey"),
+                     api_key=instance.api_key, grace_seconds=settings.jwt_grace_seconds)
     except ApiError:
         _count("unauthorized")
         raise
-    if envelope.event != UPSERT:
+    if envelope.event not in MESSAGE_EVENTS:
         _count("other_event")
         return web.json_response({"status": "ignored", "event": envelope.event})
     try:
-        parsed = parse_upsert(envelope.data, ads=may_carry_referral(await request.read()))
+        parsed = parse_messages(envelope.data, ads=may_carry_referral(raw), event=envelope.event)
     except BadEvent as exc:
         raise _bad(str(exc)) from None
-    messages = [p for p in parsed if isinstance(p, Message)]
-    results: list[dict[str, Any]] = [
-        {"id": p.message_id, "status": "ignored", "reason": p.reason} for p in parsed if isinstance(p, Ignored)
-    ]
-    if messages:
-        try:
-            stored_all = await store_messages(request.app[PINNED], ctx.pool, instance, messages)
-        except InstanceGone:
-            request.app[INSTANCES].forget(instance.name)
-            raise _unknown(instance.name) from None
-        for stored in stored_all:
-            results.append({"id": stored.message_id, "status": stored.outcome})
+    results = await _store(request, instance, parsed)
     for result in results:
         _count(result["status"])
     if len(results) == 1:
         return web.json_response(results[0])
     return web.json_response({"status": "ok", "messages": results})
+
+
+async def _store(request: web.Request, instance: Instance, parsed: list[Message | Ignored | Invalid],
+                 ) -> list[dict[str, Any]]:
+    """Store the readable messages; one outcome per message, in the webhook's order."""
+    messages = [p for p in parsed if isinstance(p, Message)]
+    stored: Iterator[Stored] = iter(())
+    if messages:
+        try:
+            stored = iter(await store_messages(request.app[PINNED], request.app[CTX].pool, instance, messages))
+        except InstanceGone:
+            request.app[INSTANCES].forget(instance.name)
+            raise _unknown(instance.name) from None
+    results: list[dict[str, Any]] = []
+    for p in parsed:
+        if isinstance(p, Message):
+            done = next(stored)
+            results.append({"id": done.message_id, "status": done.outcome})
+        elif isinstance(p, Ignored):
+            results.append({"id": p.message_id, "status": "ignored", "reason": p.reason})
+        else:
+            results.append({"id": p.message_id, "status": "invalid", "reason": p.reason})
+    return results
 
 
 async def _return_pinned(app: web.Application) -> AsyncIterator[None]:
@@ -101,4 +148,4 @@ def add_routes(app: web.Application) -> None:
     app[PINNED] = PinnedConnections()
     app.cleanup_ctx.append(_return_pinned)
     app.router.add_post("/webhooks/evolution", evolution_webhook)
-    app.router.add_post("/webhooks/evolution/{event_slug}", evolution_webhook)
+    app.router.add_post("/webhooks/evolution/{event_slug:/*[^/]*}", evolution_webhook)

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     crm_max_queue_seconds: float = Field(default=10.0, gt=0)
     # a failed or throttled CRM read is retried after base * 2^(attempt-1) seconds (max 10 min)
     crm_retry_base_seconds: float = Field(default=5.0, gt=0)
+    # Evolution webhook edge (issue 12): with Evolution's `webhook_base64` on, bodies carry media as
+    # base64, so the Evolution routes accept more than the others; Evolution signs its `jwt_key`
+    # token once and reuses it on ~20 minutes of retries, so it is accepted this long past `exp`
+    evolution_max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    jwt_grace_seconds: float = Field(default=1800.0, ge=0)
 
     @field_validator("log_level")
     @classmethod

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from bot.parse import BadEvent, Ignored, Message, event_name, parse_envelope, parse_message, parse_upsert
+from bot.parse import (
+    SEND,
+    BadEvent,
+    Ignored,
+    Invalid,
+    Message,
+    event_name,
+    parse_envelope,
+    parse_message,
+    parse_messages,
+)
 from bot.referral import Referral, find_referral, may_carry_referral
 from bot.values import as_bytes, as_int, plain, timestamp
 from tests.bot.conftest import load
@@ -31,7 +41,7 @@ def found(data: dict[str, Any]) -> Referral | None:
 
 
 def only(name: str) -> Message | Ignored:
-    [parsed] = parse_upsert(data_of(name))
+    [parsed] = parse_messages(data_of(name))
     return parsed
 
 
@@ -218,7 +228,7 @@ def test_wrapped_view_once_message() -> None:
 ])
 def test_unreadable_messages_say_why(data: Any, says: str) -> None:
     with pytest.raises(BadEvent, match=says):
-        parse_upsert(data)
+        parse_messages(data)
 
 
 def test_longs_bytes_and_timestamps() -> None:
@@ -238,3 +248,44 @@ def test_longs_bytes_and_timestamps() -> None:
 def test_plain_bodies_skip_the_referral_search() -> None:
     assert not may_carry_referral(json.dumps(load("text-2.3.7.json")).encode())
     assert may_carry_referral(json.dumps(load("ctwa-text-2.3.7.json")).encode())
+
+
+def test_send_message_is_read_as_sent_by_the_business() -> None:
+    # evolution-api 2.3.7 whatsapp.baileys.service.ts sendMessageWithTyping: the prepareMessage record
+    body = load("send-message-2.3.7.json")
+    assert parse_envelope(body).event == SEND
+    [message] = parse_messages(copy.deepcopy(body["data"]), event=SEND)
+    assert isinstance(message, Message) and message.from_me and message.push_name is None
+    assert message.text.startswith("Oi! Aqui é a Ana") and message.contact == "5511988887777"
+    data = copy.deepcopy(body["data"])
+    data["key"]["fromMe"] = False  # whatever the key says, a sent message is the business's
+    assert isinstance(m := parse_message(data, event=SEND), Message) and m.from_me and m.referral is None
+
+
+def test_base64_media_is_dropped_on_reading() -> None:
+    data = data_of("image-base64-2.3.7.json")
+    message = parse_message(data)
+    assert isinstance(message, Message) and (message.text, message.media_type) == ("raio-x do dente", "image")
+    assert "base64" not in data["message"]
+
+
+def test_opaque_ad_fields_are_recorded() -> None:
+    message = parse_message(data_of("ctwa-opaque-2.3.7.json"))
+    assert isinstance(message, Message) and message.ad_opaque
+    assert message.referral is not None and message.referral.ctwa_clid is None
+    media = data_of("image-caption-2.3.7.json")
+    media["message"]["imageMessage"]["contextInfo"] = {"conversionData": {"0": 1}}  # 2.4.0-rc keeps media's
+    assert isinstance(m := parse_message(media), Message) and m.ad_opaque
+    with_click_id = parse_message(data_of("ctwa-text-2.3.7.json"))  # ctwaPayload beside externalAdReply
+    assert isinstance(with_click_id, Message) and with_click_id.ad_opaque and with_click_id.referral is not None
+    assert isinstance(m := parse_message(data_of("text-2.3.7.json")), Message) and not m.ad_opaque
+
+
+def test_one_unreadable_message_does_not_sink_the_batch() -> None:
+    good = data_of("text-2.3.7.json")
+    parsed = parse_messages([{"key": {"id": "BROKEN-1"}}, good, "x", data_of("group-2.3.7.json")])
+    assert [type(p).__name__ for p in parsed] == ["Invalid", "Message", "Invalid", "Ignored"]
+    first = parsed[0]
+    assert isinstance(first, Invalid) and first.message_id == "BROKEN-1" and "remoteJid is missing" in first.reason
+    with pytest.raises(BadEvent, match="none of the 2 messages can be read"):
+        parse_messages([{"key": {"id": "A"}}, "x"])

@@ -31,7 +31,7 @@ from tests.proof.traffic import FIXTURES, fixture
 from tests.seed import AMO_SECRET, B24_APP_TOKEN, WEBHOOK_SECRET
 
 PHONE = "79161112233"
-LIMIT = 65536  # QUALIBOT_MAX_BODY_BYTES of the process under test
+LIMIT = 65536  # QUALIBOT_MAX_BODY_BYTES (and QUALIBOT_EVOLUTION_MAX_BODY_BYTES) of the process under test
 
 
 def jwt(secret: str, claims: dict[str, Any]) -> str:
@@ -163,7 +163,8 @@ async def run_security(workdir: Path, other_logs: Iterable[Path] = ()) -> Report
     report = Report("security: credentials, body limit, logs")
     async with running_peers() as peers, scenario_database(workdir, peers.evolution.url) as (dsn, pool):
         env = service_env(database_url=dsn, data_dir=workdir / "data", llm_url=peers.llm.base_url,
-                          llm_key=LLM_KEY, graph_url=peers.graph.url, QUALIBOT_MAX_BODY_BYTES=str(LIMIT))
+                          llm_key=LLM_KEY, graph_url=peers.graph.url, QUALIBOT_MAX_BODY_BYTES=str(LIMIT),
+                          QUALIBOT_EVOLUTION_MAX_BODY_BYTES=str(LIMIT))
         service = ServiceProcess("security-serve", ["serve", "--no-workers"], env, workdir)
         await service.start()
         answers: dict[str, Any] = {}
