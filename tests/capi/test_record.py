@@ -16,8 +16,8 @@ import pytest
 from capi.jobs import SEND_JOB
 from capi.record import event_id_for, record_event
 from core.migrate import installation_id, migrate
-from tests.dbsetup import fresh_database
 from tests.capi.conftest import log_row, make_dialog, record
+from tests.dbsetup import fresh_database
 from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, WABA_ID
 
 
