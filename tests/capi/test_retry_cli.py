@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -10,19 +9,8 @@ import asyncpg
 import pytest
 
 from capi.outbox import Outbox
-from qualibot.cli import main
 from tests.capi.conftest import log_row, make_dialog, record
 from tests.fakes.graph import FakeGraph
-
-
-@pytest.fixture
-def qualibot(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Awaitable[int]]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-
-    async def run(*args: str) -> int:
-        return await asyncio.to_thread(main, list(args))
-
-    return run
 
 
 async def test_nothing_to_retry(seeded: asyncpg.Pool, qualibot: Callable[..., Awaitable[int]],
