@@ -170,3 +170,21 @@ async def test_serve_warns_once_per_enabled_direction_with_unlisted_names(
     warnings = [json.loads(x) for x in err.decode().splitlines() if "serve.unlisted_event_names" in x]
     assert [w["direction"] for w in warnings] == ["implants"]
     assert warnings[0]["level"] == "warning" and "level 1 Lead" in warnings[0]["detail"]
+
+
+async def test_allow_unlisted_event_names_is_applied_and_exported(
+    db: asyncpg.Pool, qualibot: CLI, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await qualibot("config", "apply", _config(tmp_path, "allow.yaml", allow_unlisted_event_names=True)) == 0
+    capsys.readouterr()
+    assert await qualibot("config", "export") == 0
+    exported = yaml.safe_load(capsys.readouterr().out)
+    assert exported["accounts"][0]["directions"][0]["capi"]["allow_unlisted_event_names"] is True
+    assert await qualibot("config", "apply", _config(tmp_path, "plain.yaml")) == 0
+    assert await db.fetchval("SELECT capi_allow_unlisted_event_names FROM account_directions") is False
+    path = tmp_path / "bad.yaml"
+    path.write_text(Path(_config(tmp_path, "x.yaml", allow_unlisted_event_names="perhaps")).read_text())
+    capsys.readouterr()
+    assert await qualibot("config", "apply", str(path)) == 2
+    said = capsys.readouterr()
+    assert "capi.allow_unlisted_event_names" in said.out + said.err
