@@ -182,9 +182,8 @@ async def test_allow_unlisted_event_names_is_applied_and_exported(
     assert exported["accounts"][0]["directions"][0]["capi"]["allow_unlisted_event_names"] is True
     assert await qualibot("config", "apply", _config(tmp_path, "plain.yaml")) == 0
     assert await db.fetchval("SELECT capi_allow_unlisted_event_names FROM account_directions") is False
-    path = tmp_path / "bad.yaml"
-    path.write_text(Path(_config(tmp_path, "x.yaml", allow_unlisted_event_names="perhaps")).read_text())
+    bad = _config(tmp_path, "bad.yaml", allow_unlisted_event_names="perhaps")
     capsys.readouterr()
-    assert await qualibot("config", "apply", str(path)) == 2
+    assert await qualibot("config", "apply", bad) == 2
     said = capsys.readouterr()
     assert "capi.allow_unlisted_event_names" in said.out + said.err
