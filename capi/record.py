@@ -102,9 +102,9 @@ async def record_event(
     """Insert the (dialog, level) decision: `pending` when it can be sent, else `skipped` with the
     reason in `error` (CAPI off, no pixel, no token, no click id, or the given `skip_reason`).
     The event name comes from the direction (seed defaults Lead / CompleteRegistration /
-    Schedule); `event_id` is stable for (dialog, level) in this installation. ON CONFLICT DO NOTHING: returns the new
-    row's status, or None when the decision already existed. A pending row schedules the sender.
-    Runs inside the caller's transaction."""
+    Schedule); `event_id` is stable for (dialog, level) in this installation. ON CONFLICT DO
+    NOTHING: returns the new row's status, or None when the decision already existed. A pending
+    row schedules the sender. Runs inside the caller's transaction."""
     if level not in (1, 2, 3):
         raise ValueError(f"level must be 1, 2 or 3, not {level!r}")
     if dialog_id is None and not crm_entity:
