@@ -47,7 +47,7 @@ from core.context import AppContext  # noqa: E402
 from core.db import create_pool  # noqa: E402
 from core.jobs import JobRegistry, Worker  # noqa: E402
 from core.logging import configure_logging  # noqa: E402
-from core.migrate import migrate  # noqa: E402
+from core.migrate import installation_id, migrate  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from tests.dbsetup import fresh_database  # noqa: E402
 from tests.seed import META_TOKEN, PIXEL_ID, WABA_ID, seed  # noqa: E402
@@ -91,11 +91,13 @@ async def prepare_rows(pool: asyncpg.Pool, n: int) -> None:
         dialogs = await conn.fetch(
             "SELECT da.id, da.contact_phone, l.ctwa_clid FROM dialog_analysis da JOIN leads l ON l.id = da.lead_id")
         now = datetime.now(UTC) - timedelta(minutes=5)
+        installation = await installation_id(conn)
         ids, events, phones = [], [], []
         for d in dialogs:
             event = build_event(EventFacts(
-                event_name="Lead", event_time=now, level=1, ctwa_clid=d["ctwa_clid"],
-                event_id=event_id_for(dialog_id=d["id"], direction_id=None, crm_entity=None, level=1),
+                event_name="LeadSubmitted", event_time=now, level=1, ctwa_clid=d["ctwa_clid"],
+                event_id=event_id_for(installation, dialog_id=d["id"], direction_id=None, crm_entity=None,
+                                      level=1),
                 whatsapp_business_account_id=WABA_ID, phone=d["contact_phone"]))
             ids.append(d["id"])
             phones.append(d["contact_phone"])
@@ -103,7 +105,7 @@ async def prepare_rows(pool: asyncpg.Pool, n: int) -> None:
         await conn.execute(
             """INSERT INTO capi_events_log (direction_id, dialog_analysis_id, contact_phone, pixel_id, event_name,
                    event_level, event_id, event_time, source, status, request)
-               SELECT 'implants', t.id, t.phone, $4, 'Lead', 1, (t.request::jsonb) #>> '{data,0,event_id}', $5,
+               SELECT 'implants', t.id, t.phone, $4, 'LeadSubmitted', 1, (t.request::jsonb) #>> '{data,0,event_id}', $5,
                       'whatsapp', 'pending', t.request::jsonb
                FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(id, phone, request)""",
             ids, phones, events, PIXEL_ID, now)
@@ -146,7 +148,7 @@ def sdk_events(n: int, offset: int) -> list[Any]:
 
     now = int(time.time()) - 300
     return [
-        Event(event_name="Lead", event_time=now, event_id=f"sdk-{offset + i}",
+        Event(event_name="LeadSubmitted", event_time=now, event_id=f"sdk-{offset + i}",
               action_source=ActionSource.BUSINESS_MESSAGING, messaging_channel=MessagingChannel.WHATSAPP,
               user_data=UserData(phone=str(79000000000 + i), ctwa_clid=f"ARAkLk-{i}"),
               custom_data=CustomData(custom_properties={"event_level": 1}))
@@ -196,7 +198,7 @@ async def raw_batches(url: str, n: int, size: int = 1000) -> float:
     """Hand-made JSON bodies of 1000 events with aiohttp, one request after another, nothing recorded."""
     now = int(time.time()) - 300
     events = [json.dumps(build_event(EventFacts(
-        event_name="Lead", event_time=datetime.fromtimestamp(now, UTC), event_id=f"raw-{i}", level=1,
+        event_name="LeadSubmitted", event_time=datetime.fromtimestamp(now, UTC), event_id=f"raw-{i}", level=1,
         ctwa_clid=f"ARAkLk-{i}", phone=str(79000000000 + i)))) for i in range(n)]
     async with aiohttp.ClientSession() as http:
         started = time.perf_counter()

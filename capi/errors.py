@@ -12,13 +12,16 @@ Every answer of `POST /{dataset}/events` ends in one of three kinds (reference m
                 │   (3, 10, 200–299), a deprecated API version (2635): every event shares the fate
                 └── per event: code 100 with any other subcode (2804003 too old, 2804066 event
                     name, 2804087 click id, 2804009 missing value, …): Meta rejects the whole batch
-                    for one bad event, so the sender isolates the offenders and resends the rest
+                    for one bad event, so the sender isolates the offenders and resends the rest;
+                    for 2804066 it splits by event name, not in halves, and remembers the refused
+                    name (capi.refusals)
 
 The tables are data, not control flow, so a new code is one line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,13 +42,26 @@ PERMANENT_CODES: frozenset[int] = REQUEST_WIDE_CODES | {100}
 REQUEST_WIDE_SUBCODES: frozenset[int] = frozenset({33})
 
 _NAMES = ", ".join(BUSINESS_MESSAGING_EVENT_NAMES)
+INVALID_EVENT_TYPE = 2804066  # subcode: the event name is refused for business messaging
+# names from the list for the three levels, suggested to operators and used by the demo: a lead
+# (LeadSubmitted), a qualified lead (QualifiedLead), a booked visit (InitiateCheckout: the client
+# commits to buy; it needs no value, unlike Purchase, and Sales campaigns can optimise for it)
+SUGGESTED_EVENT_NAMES: dict[int, str] = {1: "LeadSubmitted", 2: "QualifiedLead", 3: "InitiateCheckout"}
+SUGGESTED_NAMES_YAML = "{" + ", ".join(f"{k}: {v}" for k, v in SUGGESTED_EVENT_NAMES.items()) + "}"
+
+
+def unlisted_event_names(names: Iterable[str]) -> list[str]:
+    """The names outside Meta's documented list for business messaging, in the order given."""
+    return [n for n in names if n not in BUSINESS_MESSAGING_EVENT_NAMES]
+
 
 # (code, subcode) → hint; (code, None) matches any subcode of that code.
 HINTS: dict[tuple[int, int | None], str] = {
-    (100, 2804066): (
+    (100, INVALID_EVENT_TYPE): (
         "Meta accepts only these event names for Click-to-WhatsApp (business_messaging) events: "
         f"{_NAMES}. Set capi.event_names for this direction in the config file, e.g. "
-        "{1: LeadSubmitted, 2: QualifiedLead, 3: Purchase}, and run `qualibot config apply`."
+        f"{SUGGESTED_NAMES_YAML}, run `qualibot config apply`, then "
+        "`qualibot capi retry --status error` to send these events again under the new names."
     ),
     (100, 2804003): (
         "The event happened more than 7 days before it was sent; Meta accepts events up to 7 days "

@@ -16,7 +16,10 @@ A run works in `capi_concurrency` lanes. Each lane loops until nothing is due:
    run's other batches for that token are handed back unposted, so a throttled token is not
    hammered by the rest of the run; a permanent failure that concerns one event (code
    100) is isolated by bisecting the batch, so the rest is delivered; a request-wide one (token,
-   dataset, permission) fails every row with a hint;
+   dataset, permission) fails every row with a hint. A refused event name (2804066) is not
+   bisected: the batch is split by event name, each name sent once, and a name refused alone is
+   remembered for its dataset (`capi.refusals`): its rows, and later rows with that name, fail
+   with the hint without another request;
 5. record the outcome with set-based statements fenced by `attempts`: a success sets the row
    (`success`, `sent_at`, `response` with `fbtrace_id`) and the dialog's
    `capi_<level>_sent/_sent_at/_event_id` in ONE statement, so they commit together.
@@ -45,7 +48,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from capi.errors import HINTS
+from capi import refusals
+from capi.errors import HINTS, INVALID_EVENT_TYPE
 from capi.graph import GraphAnswer, GraphClient
 from capi.ledger import Claimed, Outcome, claim, commit_outcomes, commit_success
 from capi.payload import ACTION_SOURCE
@@ -59,6 +63,7 @@ log = get_logger("capi.outbox")
 MAX_AGE = timedelta(days=7)
 AGE_MARGIN = timedelta(minutes=1)  # the request takes time too: never post an event on the edge
 EXPIRED_HINT = HINTS[(100, 2804003)]
+REFUSED_NAME_HINT = HINTS[(100, INVALID_EVENT_TYPE)]
 
 
 @dataclass
@@ -130,6 +135,11 @@ class Outbox:
                 sendable.append(row)
             else:
                 outcomes.append(problem)
+        refused = await refusals.active(self.pool, ((r.dataset or "", r.event_name) for r in sendable))
+        if refused:
+            outcomes += [_refused(r, refused[(r.dataset or "", r.event_name)])
+                         for r in sendable if (r.dataset or "", r.event_name) in refused]
+            sendable = [r for r in sendable if (r.dataset or "", r.event_name) not in refused]
         if sendable:
             outcomes.extend(await self._deliver(sendable, deadline))
         return outcomes
@@ -156,6 +166,8 @@ class Outbox:
                             rest_seconds=self.settings.capi_throttle_seconds)
             return [self._retry(r, answer) for r in rows]
         assert answer.error is not None
+        if answer.error.subcode == INVALID_EVENT_TYPE and not answer.error.request_wide:
+            return await self._refused_name(rows, answer, deadline)
         if answer.error.request_wide or len(rows) == 1:
             return [Outcome(r, "error", answer.error.message, answer.error.hint, answer.response) for r in rows]
         # Meta rejects the whole batch for one bad event: split it until the offenders stand alone
@@ -164,6 +176,21 @@ class Outbox:
             self._deliver(rows[:middle], deadline), self._deliver(rows[middle:], deadline)
         )
         return left + right
+
+    async def _refused_name(self, rows: list[Claimed], answer: GraphAnswer, deadline: float) -> list[Outcome]:
+        """Meta refused an event name (which one, its answer does not say): with one name in the
+        batch it is that one, remembered for the dataset; with several, each name is sent alone."""
+        assert answer.error is not None
+        by_name: dict[str, list[Claimed]] = {}
+        for r in rows:
+            by_name.setdefault(r.event_name, []).append(r)
+        if len(by_name) > 1:
+            parts = await asyncio.gather(*(self._deliver(group, deadline) for group in by_name.values()))
+            return [o for part in parts for o in part]
+        await refusals.remember(self.pool, rows[0].id, answer.error.message, answer.response)
+        log.warning("capi.event_name_refused", dataset=rows[0].dataset, event_name=rows[0].event_name,
+                    count=len(rows), hint=REFUSED_NAME_HINT)
+        return [Outcome(r, "error", answer.error.message, answer.error.hint, answer.response) for r in rows]
 
     def _retry(self, row: Claimed, answer: GraphAnswer) -> Outcome:
         assert answer.error is not None
@@ -252,6 +279,11 @@ def _local_problem(row: Claimed, now: datetime) -> Outcome | None:
     if row.event_name == "Purchase" and not row.has_value:
         return Outcome(row, "error", "a Purchase event needs value and currency", HINTS[(100, 2804009)])
     return None
+
+
+def _refused(row: Claimed, refusal: str) -> Outcome:
+    return Outcome(row, "error", f"not sent: Meta refused the event name {row.event_name} for dataset "
+                   f"{row.dataset} ({refusal})", REFUSED_NAME_HINT)
 
 
 def _partial(row: Claimed, answer: GraphAnswer) -> Outcome:

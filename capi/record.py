@@ -4,7 +4,9 @@ Contract used by qualification.door: `record_event(conn, ...)` inside the caller
 The row is the decision: `pending` (the sender will deliver it) or `skipped` with the reason in
 `error` and what to do in `hint`. At most one row per (dialog, level), or per (direction, CRM
 entity, level) when there is no dialog: the unique indexes refuse a second, and `event_id` is
-derived from that key, so it is the same however often the level is reported.
+derived from that key and this installation's id (`core.migrate.installation_id`), so it is the
+same however often the level is reported, and no other installation sending to the same dataset
+makes it.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ from capi.normalize import is_hashed
 from capi.payload import EventFacts, audit_request, build_event, event_name_for, event_value_for
 from core.logging import get_logger
 from core.metrics import CAPI_EVENTS
+from core.migrate import installation_id
 from core.phones import normalize_phone
 
 log = get_logger("capi.record")
-
-_EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://qualibot/capi/event")
 
 _DIRECTION_SQL = """
 SELECT d.id, d.account_id, d.ad_account_id, d.capi_enabled, d.pixel_id, d.whatsapp_business_account_id,
@@ -50,11 +51,13 @@ RETURNING status"""
 
 
 def event_id_for(
-    *, dialog_id: int | None, direction_id: str | None, crm_entity: str | None, level: int
+    installation: uuid.UUID, *, dialog_id: int | None, direction_id: str | None, crm_entity: str | None,
+    level: int,
 ) -> str:
-    """Stable for (dialog, level), or (direction, CRM entity, level) when there is no dialog."""
+    """UUIDv5 in the installation's namespace of (dialog, level), or of (direction, CRM entity,
+    level) when there is no dialog: stable on every retry, never made by another installation."""
     key = f"dialog:{dialog_id}" if dialog_id is not None else f"crm:{direction_id}:{crm_entity}"
-    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{key}:level:{level}"))
+    return str(uuid.uuid5(installation, f"{key}:level:{level}"))
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,9 @@ async def record_event(
     """Insert the (dialog, level) decision: `pending` when it can be sent, else `skipped` with the
     reason in `error` (CAPI off, no pixel, no token, no click id, or the given `skip_reason`).
     The event name comes from the direction (seed defaults Lead / CompleteRegistration /
-    Schedule); `event_id` is stable for (dialog, level). ON CONFLICT DO NOTHING: returns the new
-    row's status, or None when the decision already existed. A pending row schedules the sender.
-    Runs inside the caller's transaction."""
+    Schedule); `event_id` is stable for (dialog, level) in this installation. ON CONFLICT DO
+    NOTHING: returns the new row's status, or None when the decision already existed. A pending
+    row schedules the sender. Runs inside the caller's transaction."""
     if level not in (1, 2, 3):
         raise ValueError(f"level must be 1, 2 or 3, not {level!r}")
     if dialog_id is None and not crm_entity:
@@ -142,10 +145,11 @@ class Decision:
 async def decide(
     conn: asyncpg.Connection, *, dialog_id: int | None, direction_id: str | None, level: int,
     reached_at: datetime, crm_entity: str | None = None, contact_phone: str | None = None,
-    skip_reason: str | None = None,
+    skip_reason: str | None = None, event_id: str | None = None,
 ) -> Decision:
     """Read the dialog, lead and direction and decide: send (and what) or skip (and why).
-    Used when a level is first recorded and again by `capi retry` after a fix."""
+    Used when a level is first recorded and again by `capi retry` after a fix, which passes the
+    row's stored `event_id` (rows made before the installation id keep theirs)."""
     dialog = await conn.fetchrow(_DIALOG_SQL, dialog_id) if dialog_id is not None else None
     if dialog_id is not None and dialog is None:
         raise LookupError(f"dialog {dialog_id} does not exist")
@@ -157,9 +161,10 @@ async def decide(
     if phone and not is_hashed(phone):
         phone = normalize_phone(phone, region) or phone
     skip = _Skip(skip_reason) if skip_reason else _skip_reason(direction, clid, dialog is not None)
-    event = _event(direction, dialog, level, reached_at, clid, phone,
-                   event_id_for(dialog_id=dialog_id, direction_id=direction_id, crm_entity=crm_entity,
-                                level=level))
+    if event_id is None:
+        event_id = event_id_for(await installation_id(conn), dialog_id=dialog_id, direction_id=direction_id,
+                                crm_entity=crm_entity, level=level)
+    event = _event(direction, dialog, level, reached_at, clid, phone, event_id)
     test_code = direction["capi_test_event_code"] if direction else None
     return Decision(direction, skip, event, phone, audit_request(event, test_code))
 

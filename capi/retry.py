@@ -1,8 +1,9 @@
 """`capi retry`: re-evaluate `error` and `skipped` rows after a fix, and queue what can now be sent.
 
 Each row is decided again from today's facts (token added, pixel set, click id found, event names
-fixed) with `record.decide`, keeping its `event_id` and `event_time`, so the sender sends the
-event as it would have been sent the first time. Nothing is sent twice:
+fixed) with `record.decide`, keeping its stored `event_id` and `event_time`, so the sender sends the
+event as it would have been sent the first time; a remembered refusal of its event name
+(`capi.refusals`) is forgotten, so Meta is asked again. Nothing is sent twice:
 - `success` rows are never touched, and the unique (dialog, level) row is updated, never copied;
 - an `error` row where Meta acknowledged part of its batch (`events_received` in the response) may
   already count at Meta, which does not deduplicate business-messaging events: it is left alone;
@@ -20,6 +21,7 @@ from typing import Literal
 
 import asyncpg
 
+from capi import refusals
 from capi.jobs import schedule_send
 from capi.outbox import AGE_MARGIN, MAX_AGE
 from capi.record import decide
@@ -34,8 +36,8 @@ WHERE status = ANY($1::text[])
 ORDER BY id"""
 
 _ROW = """
-SELECT id, status, direction_id, dialog_analysis_id, event_level, event_time, crm_entity, contact_phone,
-       response
+SELECT id, status, direction_id, dialog_analysis_id, event_level, event_id, event_time, crm_entity,
+       contact_phone, response
 FROM capi_events_log WHERE id = $1 AND status IN ('error', 'skipped') FOR UPDATE SKIP LOCKED"""
 
 
@@ -102,7 +104,7 @@ async def _retry_one(conn: asyncpg.Connection, row_id: int, counts: RetryCounts)
         return
     d = await decide(conn, dialog_id=row["dialog_analysis_id"], direction_id=row["direction_id"],
                      level=row["event_level"], reached_at=row["event_time"], crm_entity=row["crm_entity"],
-                     contact_phone=row["contact_phone"])
+                     contact_phone=row["contact_phone"], event_id=row["event_id"])
     if d.skip is not None:
         await conn.execute(
             """UPDATE capi_events_log SET status = 'skipped', error = $2, hint = $3, updated_at = now()
@@ -115,5 +117,7 @@ async def _retry_one(conn: asyncpg.Connection, row_id: int, counts: RetryCounts)
                event_name = $3, pixel_id = $4, next_attempt_at = now(), updated_at = now()
            WHERE id = $1""",
         row_id, d.request, d.event["event_name"], d.direction["pixel_id"] if d.direction else None)
+    # the operator asks to send again: Meta decides anew on a name it refused before
+    await refusals.forget(conn, d.direction["pixel_id"] if d.direction else None, d.event["event_name"])
     await schedule_send(conn)
     counts.requeued += 1

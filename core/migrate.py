@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,12 @@ async def check_current(conn: asyncpg.Connection, directory: Path = MIGRATIONS_D
     pending = sorted(set(migrations) - {r["version"] for r in rows})
     if pending:
         raise MigrationError(f"{len(pending)} migration(s) pending; run `qualibot migrate`")
+
+
+async def installation_id(conn: asyncpg.Connection | asyncpg.Pool) -> uuid.UUID:
+    """This installation's id (table `installation`, one row made by migration 009): it tells this
+    installation's CAPI event ids from every other's."""
+    found = await conn.fetchval("SELECT id FROM installation")
+    if found is None:
+        raise MigrationError("the database has no installation id; run `qualibot migrate`")
+    return found if isinstance(found, uuid.UUID) else uuid.UUID(str(found))

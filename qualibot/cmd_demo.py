@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from capi.errors import SUGGESTED_EVENT_NAMES
+from capi.payload import DEFAULT_EVENT_NAMES
 from core.db import open_pool
 from core.migrate import migrate
 from core.settings import Settings
@@ -54,7 +56,7 @@ def demo_config(urls: dict[str, str]) -> dict[str, Any]:
             "ad_ids": ["120239177205810192"],
             "bot_prompt": "You are the friendly assistant of Demo Clinic. Offer a consultation.",
             "qualification_prompt": "Questions: which tooth, when, budget. Booking: a slot agreed.",
-            "capi": {"enabled": True, "source": "whatsapp"},
+            "capi": {"enabled": True, "source": "whatsapp", "event_names": dict(SUGGESTED_EVENT_NAMES)},
         }],
     }]}
 
@@ -81,6 +83,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         "meta_graph_url": urls["meta"],
     })
     print(f"stand-ins (demo only): evolution {urls['evolution']}, llm {urls['llm']}, meta {urls['meta']}")
+    print(f"event names: {', '.join(SUGGESTED_EVENT_NAMES.values())}, not the defaults "
+          f"({', '.join(DEFAULT_EVENT_NAMES.values())}): Meta refuses those for Click-to-WhatsApp events, "
+          "and so does the demo's stand-in")
     try:
         async with open_pool(settings, max_size=10) as pool:
             async with pool.acquire() as conn:
@@ -145,7 +150,6 @@ async def _report(pool: Any) -> int:
     if flags is not None:
         print(f"dialog_analysis flags: interest={flags[0]} qualified={flags[1]} scheduled={flags[2]}")
     ok = sum(1 for r in rows if r["status"] == "success") == 3
-    print("demo complete: Lead, CompleteRegistration and Schedule were sent" if ok else "demo incomplete")
-    print("note: the demo uses the seed's event names; real Meta accepts only its 14 business-messaging names"
-          " (run `qualibot doctor`).")
+    sent = ", ".join(SUGGESTED_EVENT_NAMES.values())
+    print(f"demo complete: {sent} were sent" if ok else "demo incomplete")
     return 0 if ok else 1

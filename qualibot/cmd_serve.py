@@ -15,8 +15,10 @@ from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.logging import get_logger
 from core.migrate import MigrationError, check_current
 from core.settings import Settings
+from core.web import CTX
 from qualibot.app import create_app, running_worker
 from qualibot.cli import CliError
+from qualibot.doctor import load, unlisted_names, unlisted_names_message
 
 log = get_logger("qualibot.serve")
 
@@ -43,6 +45,7 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     if settings.database_url:
         await _check_schema(settings)
     app = create_app(settings, with_workers=not args.no_workers)
+    app.on_startup.append(_warn_unlisted_event_names)  # runs after the app's pool is open
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -58,6 +61,14 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await runner.cleanup()  # stops the workers, letting in-flight jobs finish within the grace period
     return 0
+
+
+async def _warn_unlisted_event_names(app: web.Application) -> None:
+    """One warning per enabled direction whose event names Meta is likely to refuse (as doctor says)."""
+    dirs, _ = await load(app[CTX].pool)
+    for d in dirs:
+        if d.capi_enabled and unlisted_names(d) and not d.allow_unlisted_event_names:
+            log.warning("serve.unlisted_event_names", direction=d.id, detail=unlisted_names_message(d))
 
 
 async def run_worker(args: argparse.Namespace, settings: Settings) -> int:

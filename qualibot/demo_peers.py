@@ -1,6 +1,7 @@
 """Local stand-ins for Evolution API, an OpenAI-compatible LLM and Meta's Graph API — for
 `qualibot demo` only. They listen on 127.0.0.1, label every answer as a demo, and are never
-imported by the serving path.
+imported by the serving path. The Meta stand-in refuses what Meta refuses: a business-messaging
+event named outside Meta's list (subcode 2804066).
 
 The LLM stand-in reads the transcript the way the real model would receive it (one JSON object
 per line) and applies keyword rules, so the demo shows the real evidence checks at work.
@@ -15,6 +16,8 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+
+from capi.errors import unlisted_event_names
 
 DEMO_LABEL = "qualibot-demo-stand-in"
 _QUALIFIED = re.compile(r"budget|бюджет", re.I)
@@ -119,6 +122,10 @@ class StandIns:
                 form = await request.post()
                 body = {"data": json.loads(str(form.get("data", "[]")))}
             data = body.get("data") or []
+            refused = [e for e in data if isinstance(e, dict) and e.get("action_source") == "business_messaging"
+                       and unlisted_event_names([str(e.get("event_name"))])]
+            if refused:  # Meta rejects the whole request for one such event
+                return web.json_response(_invalid_event_type(), status=400)
             self.meta_events.extend(data)
             return web.json_response({"events_received": len(data), "messages": [DEMO_LABEL],
                                       "fbtrace_id": f"{DEMO_LABEL}-{uuid.uuid4().hex[:8]}"})
@@ -127,3 +134,13 @@ class StandIns:
         app.router.add_post("/{version}/{dataset}/events", events)
         return app
 
+
+def _invalid_event_type() -> dict[str, Any]:
+    """Meta's answer to a business-messaging event whose name is outside its list (reference
+    meta-capi.md §2, §4; the shape of Meta's Graph error envelope, subcode 2804066)."""
+    return {"error": {
+        "message": "Invalid parameter", "type": "OAuthException", "code": 100, "error_subcode": 2804066,
+        "is_transient": False, "error_user_title": "Messaging Event Invalid Event Type",
+        "error_user_msg": "The event name is not supported for business messaging events.",
+        "fbtrace_id": f"{DEMO_LABEL}-{uuid.uuid4().hex[:8]}",
+    }}

@@ -13,13 +13,12 @@ from typing import Any, Literal
 
 import asyncpg
 
-from capi.errors import BUSINESS_MESSAGING_EVENT_NAMES
+from capi.errors import BUSINESS_MESSAGING_EVENT_NAMES, SUGGESTED_NAMES_YAML, unlisted_event_names
 from capi.payload import event_name_for
 from core.settings import Settings
 
 Severity = Literal["ERROR", "WARN", "OK"]
 FIELD_KEYS = {1: "interest_fields", 2: "qualified_fields", 3: "scheduled_fields"}
-NAME_EXAMPLE = "{1: LeadSubmitted, 2: QualifiedLead, 3: Purchase}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,7 @@ class Direction:
     test_event_code: str | None = None
     qualification_prompt: str | None = None
     event_names: dict[int, str] = field(default_factory=dict)
+    allow_unlisted_event_names: bool = False
     event_values: dict[int, Any] = field(default_factory=dict)
     crm_fields: dict[int, list[Any]] = field(default_factory=dict)
     crm_connection_id: str | None = None
@@ -101,6 +101,7 @@ async def load(db: asyncpg.Pool) -> tuple[list[Direction], dict[str | None, tupl
             ad_account_id=r["ad_account_id"], ad_token=r["ad_token"], account_token=r["account_token"],
             test_event_code=r["capi_test_event_code"], qualification_prompt=r["qualification_prompt"],
             event_names=_levels(r["capi_event_names"]), event_values=_levels(r["capi_event_values"]),
+            allow_unlisted_event_names=r["capi_allow_unlisted_event_names"],
             crm_fields={lvl: r[f"capi_{key}"] or [] for lvl, key in FIELD_KEYS.items()},
             crm_connection_id=r["capi_crm_connection_id"], crm_type=r["crm_type"],
             crm_base_url=r["crm_base_url"], crm_rest_url=r["crm_rest_url"], crm_token=r["crm_token"],
@@ -222,15 +223,31 @@ def _meta(d: Direction) -> list[Finding]:
     return out
 
 
+def unlisted_names(d: Direction) -> list[str]:
+    """`level N Name` for each level whose event name is outside Meta's business-messaging list."""
+    names = d.names()
+    unlisted = set(unlisted_event_names(names.values()))
+    return [f"level {lvl} {name}" for lvl, name in names.items() if name in unlisted]
+
+
+def unlisted_names_message(d: Direction) -> str:
+    return (f"event names outside Meta's list for business messaging, which Meta refuses with subcode "
+            f"2804066: {', '.join(unlisted_names(d))}. Meta documents only: "
+            f"{', '.join(BUSINESS_MESSAGING_EVENT_NAMES)}. Set capi.event_names in the config file, e.g. "
+            f"{SUGGESTED_NAMES_YAML}, and run `qualibot config apply` (or, if Meta accepts these names "
+            "for your dataset, set capi.allow_unlisted_event_names: true)")
+
+
 def _event_names(d: Direction) -> list[Finding]:
     names = d.names()
     out: list[Finding] = []
-    rejected = [f"level {lvl} {name}" for lvl, name in names.items() if name not in BUSINESS_MESSAGING_EVENT_NAMES]
-    if rejected:
+    if unlisted_names(d) and d.allow_unlisted_event_names:
         out.append(Finding("WARN", d.id, (
-            f"event names Meta rejects for business messaging (subcode 2804066): {', '.join(rejected)}. "
-            f"Meta accepts only: {', '.join(BUSINESS_MESSAGING_EVENT_NAMES)}. Set capi.event_names in the "
-            f"config file, e.g. {NAME_EXAMPLE}, and run `qualibot config apply`")))
+            f"event names outside Meta's list for business messaging: {', '.join(unlisted_names(d))}; "
+            "sent anyway because capi.allow_unlisted_event_names is true (a refusal, subcode 2804066, "
+            "shows as error rows)")))
+    elif unlisted_names(d):
+        out.append(Finding("ERROR", d.id, unlisted_names_message(d)))
     else:
         out.append(Finding("OK", d.id, "event names: " + ", ".join(f"{k}: {v}" for k, v in names.items())))
     seen: dict[str, int] = {}

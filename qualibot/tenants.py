@@ -43,6 +43,8 @@ class Capi(_Strict):
     crm_connection: str | None = None
     test_event_code: str | None = None
     event_names: dict[Literal[1, 2, 3], str] = Field(default_factory=dict)
+    # the operator vouches that Meta accepts names outside its business-messaging list for this dataset
+    allow_unlisted_event_names: bool = False
     event_values: dict[Literal[1, 2, 3], EventValue] = Field(default_factory=dict)
     interest_fields: list[CrmField] = Field(default_factory=list)
     qualified_fields: list[CrmField] = Field(default_factory=list)

@@ -65,6 +65,7 @@ async def apply_config(pool: asyncpg.Pool, cfg: TenantConfig) -> int:
                     "capi_crm_type": crm_types.get(c.crm_connection or ""),
                     "capi_crm_connection_id": c.crm_connection, "capi_test_event_code": c.test_event_code,
                     "capi_event_names": {str(k): v for k, v in sorted(c.event_names.items())},
+                    "capi_allow_unlisted_event_names": c.allow_unlisted_event_names,
                     "capi_event_values": {
                         str(k): v.model_dump() for k, v in sorted(c.event_values.items())
                     },
@@ -135,6 +136,7 @@ def _direction(r: asyncpg.Record, show_secrets: bool) -> dict[str, Any]:
         "enabled": r["capi_enabled"], "source": r["capi_source"],
         "crm_connection": r["capi_crm_connection_id"], "test_event_code": r["capi_test_event_code"],
         "event_names": {int(k): v for k, v in r["capi_event_names"].items()},
+        "allow_unlisted_event_names": r["capi_allow_unlisted_event_names"] or None,
         "event_values": {int(k): v for k, v in r["capi_event_values"].items()},
         "interest_fields": r["capi_interest_fields"], "qualified_fields": r["capi_qualified_fields"],
         "scheduled_fields": r["capi_scheduled_fields"],

@@ -14,7 +14,7 @@ from core.migrate import migrate
 from core.settings import Settings
 from tests.dbsetup import fresh_database
 
-KEEP_TABLES = {"schema_migrations"}
+KEEP_TABLES = {"schema_migrations", "installation"}  # installation: made once by migrate, like in production
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,7 @@ def tenant_config(
                             "enabled": True,
                             "source": capi_source,
                             "crm_connection": crm_connection,
-                            "event_names": {1: "Lead", 2: "CompleteRegistration", 3: "Schedule"},
+                            "event_names": {1: "LeadSubmitted", 2: "QualifiedLead", 3: "InitiateCheckout"},
                         },
                     }
                 ],

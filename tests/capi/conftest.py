@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from capi.outbox import Outbox
 from capi.record import record_event
 from core.settings import Settings
+from qualibot.cli import main
 from tests.fakes.graph import FakeGraph
 from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, seed
 
@@ -32,6 +34,17 @@ def settings(make_settings: Callable[..., Settings], graph: FakeGraph) -> Settin
         meta_graph_url=graph.url, meta_timeout_seconds=3.0, capi_retry_base_seconds=0.05,
         capi_retry_max_seconds=0.2, capi_throttle_seconds=0.1, capi_lease_seconds=30.0, capi_concurrency=1,
     )
+
+
+@pytest.fixture
+def qualibot(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Awaitable[int]]:
+    """The CLI, in-process, on this run's database: `await qualibot("capi", "retry")` → exit code."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+
+    async def run(*args: str) -> int:
+        return await asyncio.to_thread(main, list(args))
+
+    return run
 
 
 @pytest.fixture

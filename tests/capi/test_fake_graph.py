@@ -23,7 +23,7 @@ async def fake() -> AsyncIterator[FakeGraph]:
 
 
 def _event(i: int = 0, **kw: Any) -> dict[str, Any]:
-    event = {"event_name": "Lead", "event_time": int(time.time()), "event_id": f"e{i}",
+    event = {"event_name": "LeadSubmitted", "event_time": int(time.time()), "event_id": f"e{i}",
              "action_source": "business_messaging", "messaging_channel": "whatsapp",
              "user_data": {"ctwa_clid": "clid", "whatsapp_business_account_id": "1"}}
     event.update(kw)
@@ -68,11 +68,23 @@ async def test_meta_refusals(
     assert not fake.delivered
 
 
-async def test_business_messaging_names_mode_refuses_names_outside_metas_list(fake: FakeGraph) -> None:
-    fake.business_messaging_names = True
-    _, body = await _post(fake, json={"data": [_event()], "access_token": TOKEN})
-    assert body["error"]["error_subcode"] == 2804066
-    status, _ = await _post(fake, json={"data": [_event(event_name="LeadSubmitted")], "access_token": TOKEN})
+async def test_names_outside_metas_list_are_refused_with_the_whole_request(fake: FakeGraph) -> None:
+    # reference meta-capi.md §2/§4: Lead is refused with business_messaging, and one invalid event
+    # rejects the batch
+    events = [_event(1), _event(2, event_name="Lead")]
+    status, body = await _post(fake, json={"data": events, "access_token": TOKEN})
+    assert (status, body["error"]["code"], body["error"]["error_subcode"]) == (400, 100, 2804066)
+    assert body["error"]["error_user_title"] == "Messaging Event Invalid Event Type" and not fake.delivered
+    status, _ = await _post(fake, json={"data": [_event(1)], "access_token": TOKEN})
+    assert status == 200
+    status, _ = await _post(fake, json={"data": [_event(3, event_name="Lead", action_source="website")],
+                                        "access_token": TOKEN})
+    assert status == 200  # the list is for business messaging only
+
+
+async def test_the_accepting_mode_plays_integrators_who_report_lead_accepted(fake: FakeGraph) -> None:
+    fake.business_messaging_names = False
+    status, _ = await _post(fake, json={"data": [_event(event_name="Lead")], "access_token": TOKEN})
     assert status == 200
 
 

@@ -146,7 +146,7 @@ async def test_an_unknown_dataset_is_a_permanent_error_for_the_whole_batch(
 async def test_event_names_meta_refuses_for_whatsapp_get_a_hint_listing_the_accepted_ones(
     seeded: asyncpg.Pool, graph: FakeGraph, outbox: MakeOutbox
 ) -> None:
-    graph.business_messaging_names = True
+    await seeded.execute("UPDATE account_directions SET capi_event_names = '{}'")  # the defaults: Lead, ...
     dialog = await make_dialog(seeded)
     await record(seeded, dialog, 1)
     await outbox().run()
@@ -189,7 +189,7 @@ async def test_events_that_would_be_refused_are_caught_before_sending(
     old = await make_dialog(seeded)
     await record(seeded, old, 1, reached_at=datetime.now(UTC) - timedelta(days=8))
     purchase = await make_dialog(seeded)
-    await seeded.execute("""UPDATE account_directions SET capi_event_names = '{"3": "Purchase"}'""")
+    await seeded.execute("""UPDATE account_directions SET capi_event_names = capi_event_names || '{"3": "Purchase"}'""")
     await record(seeded, purchase, 3)
     fine = await make_dialog(seeded)
     await record(seeded, fine, 1)
@@ -262,9 +262,10 @@ async def test_a_throttled_token_rests_and_its_other_batches_are_not_posted_in_t
     # a second direction with its own dataset and the same ad account (so the same token): two batches
     await seeded.execute(
         """INSERT INTO account_directions (id, account_id, name, ad_account_id, pixel_id,
-                                           whatsapp_business_account_id, capi_enabled, capi_source)
+                                           whatsapp_business_account_id, capi_enabled, capi_source,
+                                           capi_event_names)
            SELECT 'veneers', account_id, 'Veneers', ad_account_id, '2222222222',
-                  whatsapp_business_account_id, capi_enabled, capi_source
+                  whatsapp_business_account_id, capi_enabled, capi_source, capi_event_names
            FROM account_directions WHERE id = 'implants'""")
     if graph.datasets is not None:
         graph.datasets.add("2222222222")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,7 +15,9 @@ import pytest
 
 from capi.jobs import SEND_JOB
 from capi.record import event_id_for, record_event
+from core.migrate import installation_id, migrate
 from tests.capi.conftest import log_row, make_dialog, record
+from tests.dbsetup import fresh_database
 from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, WABA_ID
 
 
@@ -23,9 +27,12 @@ async def test_a_sendable_level_is_pending_with_the_event_and_queues_the_sender(
     assert await record(seeded, dialog, 1, reached_at=reached) == "pending"
 
     row = await log_row(seeded, dialog, 1)
-    assert (row["status"], row["event_name"], row["source"]) == ("pending", "Lead", "whatsapp")
+    assert (row["status"], row["event_name"], row["source"]) == ("pending", "LeadSubmitted", "whatsapp")
     assert row["pixel_id"] == PIXEL_ID
-    assert row["event_id"] == event_id_for(dialog_id=dialog, direction_id=None, crm_entity=None, level=1)
+    installation = await installation_id(seeded)
+    assert row["event_id"] == event_id_for(installation, dialog_id=dialog, direction_id=None, crm_entity=None,
+                                           level=1)
+    assert uuid.UUID(row["event_id"]).version == 5
     assert row["event_time"] == reached and row["contact_phone"] == "79161234567"
     event = row["request"]["data"][0]
     assert event["event_id"] == row["event_id"] and event["event_time"] == int(reached.timestamp())
@@ -118,7 +125,8 @@ async def test_a_crm_entity_without_a_dialog_is_one_skipped_decision_per_level(s
     row = await seeded.fetchrow("SELECT * FROM capi_events_log")
     assert row["crm_entity"] == entity and row["source"] == "crm" and "no click id" in row["error"]
     assert row["contact_phone"] == "79160001122"
-    assert row["event_id"] == event_id_for(dialog_id=None, direction_id="implants", crm_entity=entity, level=2)
+    assert row["event_id"] == event_id_for(await installation_id(seeded), dialog_id=None, direction_id="implants",
+                                           crm_entity=entity, level=2)
 
 
 async def test_a_decision_needs_a_dialog_or_an_entity(seeded: asyncpg.Pool) -> None:
@@ -150,3 +158,23 @@ async def test_recorders_do_not_wait_for_each_other_and_the_sender_waits_for_the
         # a worker cannot claim the queued run while this transaction (and its row) is uncommitted
         assert await seeded.fetch("SELECT id FROM jobs WHERE status = 'queued' FOR UPDATE SKIP LOCKED") == []
     assert len(await seeded.fetch("SELECT id FROM jobs WHERE status = 'queued' FOR UPDATE SKIP LOCKED")) == 1
+
+
+async def test_two_installations_never_share_an_event_id(seeded: asyncpg.Pool, tmp_path: Path) -> None:
+    # a second installation: its own database, migrated from nothing, with the same dialog ids
+    async with fresh_database(tmp_path) as other_dsn:
+        conn = await asyncpg.connect(other_dsn)
+        try:
+            await migrate(conn)
+            await migrate(conn)  # a second migrate keeps the installation's id
+            other = await installation_id(conn)
+            assert await conn.fetchval("SELECT count(*) FROM installation") == 1
+        finally:
+            await conn.close()
+    ours = await installation_id(seeded)
+    assert ours != other
+    dialog = await make_dialog(seeded)
+    await record(seeded, dialog, 1)
+    stored = (await log_row(seeded, dialog, 1))["event_id"]
+    assert stored == event_id_for(ours, dialog_id=dialog, direction_id=None, crm_entity=None, level=1)
+    assert stored != event_id_for(other, dialog_id=dialog, direction_id=None, crm_entity=None, level=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -10,19 +9,8 @@ import asyncpg
 import pytest
 
 from capi.outbox import Outbox
-from qualibot.cli import main
 from tests.capi.conftest import log_row, make_dialog, record
 from tests.fakes.graph import FakeGraph
-
-
-@pytest.fixture
-def qualibot(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Awaitable[int]]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-
-    async def run(*args: str) -> int:
-        return await asyncio.to_thread(main, list(args))
-
-    return run
 
 
 async def test_nothing_to_retry(seeded: asyncpg.Pool, qualibot: Callable[..., Awaitable[int]],
@@ -66,9 +54,12 @@ async def test_a_rejected_event_name_is_resent_after_the_fix(
     seeded: asyncpg.Pool, outbox: Callable[..., Outbox], graph: FakeGraph,
     qualibot: Callable[..., Awaitable[int]], capsys: pytest.CaptureFixture[str],
 ) -> None:
-    graph.business_messaging_names = True
+    await seeded.execute("UPDATE account_directions SET capi_event_names = '{}'")  # the defaults: Lead, ...
     dialog = await make_dialog(seeded)
     await record(seeded, dialog, 1)
+    # a row recorded before installation ids existed keeps its event_id on every retry
+    await seeded.execute("UPDATE capi_events_log SET event_id = 'legacy-event-id-1', "
+                         "request = jsonb_set(request, '{data,0,event_id}', '\"legacy-event-id-1\"')")
     await outbox().run()
     failed = await log_row(seeded, dialog, 1)
     assert failed["status"] == "error" and "LeadSubmitted" in (failed["hint"] or "")
@@ -78,8 +69,8 @@ async def test_a_rejected_event_name_is_resent_after_the_fix(
     await outbox().run()
     row = await log_row(seeded, dialog, 1)
     assert row["status"] == "success" and row["event_name"] == "LeadSubmitted"
-    assert row["event_id"] == failed["event_id"]
-    assert graph.delivered[row["event_id"]] == 1
+    assert row["event_id"] == failed["event_id"] == "legacy-event-id-1"
+    assert graph.delivered["legacy-event-id-1"] == 1
 
 
 async def test_events_older_than_seven_days_are_not_queued(

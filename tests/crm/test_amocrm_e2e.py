@@ -29,9 +29,9 @@ async def test_add_lead_reaches_interest_and_qualified(launch: Launch) -> None:
 
     rows = await stack.log_rows(LEAD, count=2, status="success")
     assert [(r["event_level"], r["event_name"], r["source"], r["dialog_analysis_id"]) for r in rows] == [
-        (1, "Lead", "crm", dialog), (2, "CompleteRegistration", "crm", dialog)]
+        (1, "LeadSubmitted", "crm", dialog), (2, "QualifiedLead", "crm", dialog)]
     events = await stack.sent_events(2)
-    assert sorted(e["event_name"] for e in events) == ["CompleteRegistration", "Lead"]
+    assert sorted(e["event_name"] for e in events) == ["LeadSubmitted", "QualifiedLead"]
     assert all(e["user_data"]["ctwa_clid"] == "ARAkLk-click-1" for e in events)
     assert all(e["user_data"]["ph"] in ([sha("79161234567")], sha("79161234567")) for e in events)
     flags = await stack.db.fetchrow("SELECT is_interested, is_qualified, is_scheduled FROM dialog_analysis")
@@ -51,8 +51,9 @@ async def test_status_lead_in_won_stage_records_every_level(launch: Launch) -> N
 
     rows = await stack.log_rows("amocrm:amo-main:lead:10701093", count=3, status="success")
     assert [(r["event_level"], r["event_name"], r["dialog_analysis_id"]) for r in rows] == [
-        (1, "Lead", dialog), (2, "CompleteRegistration", dialog), (3, "Schedule", dialog)]
-    assert sorted(e["event_name"] for e in await stack.sent_events(3)) == ["CompleteRegistration", "Lead", "Schedule"]
+        (1, "LeadSubmitted", dialog), (2, "QualifiedLead", dialog), (3, "InitiateCheckout", dialog)]
+    assert sorted(e["event_name"] for e in await stack.sent_events(3)) == [
+        "InitiateCheckout", "LeadSubmitted", "QualifiedLead"]
 
 
 async def test_two_leads_one_linked_one_without_whatsapp_lead(launch: Launch) -> None:
@@ -85,7 +86,8 @@ async def test_contact_update_matches_contact_fields(launch: Launch) -> None:
     assert status == 200
 
     rows = await stack.log_rows("amocrm:amo-main:contact:148775", count=1, status="success")
-    assert [(r["event_level"], r["event_name"], r["dialog_analysis_id"]) for r in rows] == [(1, "Lead", dialog)]
+    assert [(r["event_level"], r["event_name"], r["dialog_analysis_id"]) for r in rows] == [
+        (1, "LeadSubmitted", dialog)]
     assert [r["path"] for r in stack.amo.requests] == ["/api/v4/contacts/148775"]
 
 

@@ -21,7 +21,7 @@ async def test_deal_update_reads_deal_labels_and_contact(launch: Launch) -> None
 
     rows = await stack.log_rows(DEAL, count=2, status="success")
     assert [(r["event_level"], r["event_name"], r["source"], r["dialog_analysis_id"]) for r in rows] == [
-        (1, "Lead", "crm", dialog), (2, "CompleteRegistration", "crm", dialog)]
+        (1, "LeadSubmitted", "crm", dialog), (2, "QualifiedLead", "crm", dialog)]
     events = await stack.sent_events(2)
     assert {e["user_data"]["ctwa_clid"] for e in events} == {"ARAkLk-click-1"}
     assert stack.b24.calls == ["crm.deal.get", "crm.deal.userfield.list", "crm.contact.get"]
@@ -37,9 +37,10 @@ async def test_deal_won_later_sends_schedule_once(launch: Launch) -> None:
     stack.b24.deals["759"]["STAGE_ID"] = "C1:WON"
     await stack.post(b24_path(), body("bitrix24/webhook-deal-update.txt"))
     rows = await stack.log_rows(DEAL, count=3, status="success")
-    assert [r["event_name"] for r in rows] == ["Lead", "CompleteRegistration", "Schedule"]
+    assert [r["event_name"] for r in rows] == ["LeadSubmitted", "QualifiedLead", "InitiateCheckout"]
     await stack.jobs_done()
-    assert sorted(e["event_name"] for e in stack.graph.events_sent()) == ["CompleteRegistration", "Lead", "Schedule"]
+    assert sorted(e["event_name"] for e in stack.graph.events_sent()) == [
+        "InitiateCheckout", "LeadSubmitted", "QualifiedLead"]
 
 
 async def test_lead_update_with_status_and_boolean(launch: Launch) -> None:

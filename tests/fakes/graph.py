@@ -6,7 +6,10 @@ the token in the body, the query string or `Authorization: Bearer`. It refuses a
 the way Meta does, with the error shapes of `tests/capi/fixtures/meta/`: bad token (401, 190),
 unknown dataset (100/33), more than 1000 events, an event older than 7 days (2804003), missing
 fields, unhashed customer data, a missing or rejected click id (2804087), Purchase without value
-(2804009), and — when `business_messaging_names` is on — any name outside Meta's 14 (2804066).
+(2804009), and a business_messaging event whose name is outside Meta's 14 (2804066, the fixture
+error-2804066-invalid-event-type.json; reference meta-capi.md §0, §2, §4: Meta's FAQ list, and
+live reports of Lead / CompleteRegistration / Schedule refused). `business_messaging_names = False`
+plays the integrators who report those names accepted.
 
 Modes: `latency` (seconds added to every answer), and `script`, a queue of behaviours for the
 next requests: "throttle" (17), "transient" (2), "503", "timeout" (sleeps `timeout_sleep`),
@@ -34,6 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
+from capi.errors import BUSINESS_MESSAGING_EVENT_NAMES
 from tests.fakes.server import FakeServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "capi" / "fixtures" / "meta"
@@ -42,11 +46,8 @@ MAX_AGE_SECONDS = 7 * 24 * 3600
 ACTION_SOURCES = {"email", "website", "app", "phone_call", "chat", "physical_store", "system_generated",
                   "business_messaging", "other"}
 MESSAGING_CHANNELS = {"whatsapp", "messenger", "instagram"}
-BUSINESS_MESSAGING_NAMES = {
-    "Purchase", "LeadSubmitted", "InitiateCheckout", "AddToCart", "ViewContent", "OrderCreated",
-    "OrderShipped", "OrderDelivered", "OrderCanceled", "OrderReturned", "CartAbandoned",
-    "QualifiedLead", "RatingProvided", "ReviewProvided",
-}
+# Meta's FAQ list (reference meta-capi.md §2), written once, in capi.errors
+BUSINESS_MESSAGING_NAMES = frozenset(BUSINESS_MESSAGING_EVENT_NAMES)
 HASHED_FIELDS = ("em", "ph", "fn", "ln", "ct", "st", "zp", "country", "ge", "db")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^v\d+\.\d+$")
@@ -89,7 +90,7 @@ class FakeGraph(FakeServer):
     ) -> None:
         self.tokens = set(tokens) if tokens is not None else None  # None: any non-empty token
         self.datasets = set(datasets) if datasets is not None else None  # None: any dataset
-        self.business_messaging_names = False
+        self.business_messaging_names = True  # refuse names outside Meta's list, as Meta does
         self.invalid_clids: set[str] = set()
         self.deprecated_versions: set[str] = set()
         self.latency = 0.0

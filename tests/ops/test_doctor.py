@@ -65,18 +65,33 @@ async def test_a_clean_direction_exits_0_saying_what_it_checked(
     assert META_TOKEN not in run.out and LLM_KEY not in run.out
 
 
-async def test_the_seed_names_warn_listing_the_accepted_ones_and_no_llm_key_is_an_error(
+async def test_the_default_names_are_an_error_listing_the_accepted_ones_and_no_llm_key_is_one_too(
     db: asyncpg.Pool, qualibot: Qualibot
 ) -> None:
-    await seed(db)
+    cfg = tenant_config()
+    del direction(cfg)["capi"]["event_names"]  # the defaults: Lead, CompleteRegistration, Schedule
+    await seed(db, cfg)
     run = await qualibot("doctor")
     assert run.code == 1
+    names, llm = lines(run.out, "ERROR")
+    assert names.startswith("ERROR  implants  event names outside Meta's list for business messaging, which "
+                            "Meta refuses with subcode 2804066: level 1 Lead, level 2 CompleteRegistration, "
+                            "level 3 Schedule")
+    assert f"Meta documents only: {ACCEPTED}." in names and "capi.event_names" in names
+    assert "capi.allow_unlisted_event_names: true" in names
+    assert llm.startswith("ERROR  implants  no LLM key (OPENAI_API_KEY")
+
+
+async def test_allow_unlisted_event_names_turns_the_error_into_a_warning(
+    db: asyncpg.Pool, qualibot: Qualibot, with_llm_key: None
+) -> None:
+    await seed(db, clean_config(event_names={1: "Lead", 2: "QualifiedLead", 3: "Purchase"},
+                                allow_unlisted_event_names=True))
+    run = await qualibot("doctor")
+    assert run.code == 0, run.out
     [warning] = lines(run.out, "WARN")
-    assert warning.startswith("WARN   implants  event names Meta rejects for business messaging (subcode "
-                              "2804066): level 1 Lead, level 2 CompleteRegistration, level 3 Schedule")
-    assert f"Meta accepts only: {ACCEPTED}." in warning and "capi.event_names" in warning
-    [error] = lines(run.out, "ERROR")
-    assert error.startswith("ERROR  implants  no LLM key (OPENAI_API_KEY")
+    assert warning.startswith("WARN   implants  event names outside Meta's list for business messaging: "
+                              "level 1 Lead; sent anyway because capi.allow_unlisted_event_names is true")
 
 
 async def test_the_accounts_fallback_token_is_named_and_no_token_at_all_is_an_error(

@@ -90,11 +90,11 @@ async def test_readiness_report(db: asyncpg.Pool, qualibot: Qualibot) -> None:
     assert run.code == 0
     rows = json.loads(run.out)
     assert [(r["event_name"], r["successes_7d"], r["ready"]) for r in rows] == [
-        ("Lead", 50, True), ("CompleteRegistration", 7, False), ("Schedule", 0, False),
+        ("LeadSubmitted", 50, True), ("QualifiedLead", 7, False), ("InitiateCheckout", 0, False),
     ]
-    assert rows[0]["optimise_for_event"] == "Lead"
+    assert rows[0]["optimise_for_event"] == "LeadSubmitted"
     table = await qualibot("report", "readiness")
-    assert "optimise for Lead; move up to CompleteRegistration" in table.out
+    assert "optimise for LeadSubmitted; move up to QualifiedLead" in table.out
     assert "not ready: 43 more in 7 days needed" in table.out
 
 

@@ -73,19 +73,19 @@ async def test_readiness_counts_seven_days_of_successes_and_names_the_event_to_o
 
     rows = await readiness("implants")
     assert [(r["event_name"], r["successes_7d"], r["ready"]) for r in rows] == [
-        ("Lead", 50, True), ("CompleteRegistration", 49, False), ("Schedule", 10, False),
+        ("LeadSubmitted", 50, True), ("QualifiedLead", 49, False), ("InitiateCheckout", 10, False),
     ]
-    assert {r["optimise_for_event"] for r in rows} == {"Lead"}
+    assert {r["optimise_for_event"] for r in rows} == {"LeadSubmitted"}
     assert rows[0]["recommendation"] == (
-        "optimise for Lead; move up to CompleteRegistration when it reaches 50 in 7 days"
+        "optimise for LeadSubmitted; move up to QualifiedLead when it reaches 50 in 7 days"
     )
     assert rows[1]["recommendation"] == "not ready: 1 more in 7 days needed"
 
-    await add_events(db, 1, level=2)  # CompleteRegistration reaches 50: move up
+    await add_events(db, 1, level=2)  # QualifiedLead reaches 50: move up
     rows = await readiness("implants")
     assert {r["optimise_for_level"] for r in rows} == {2}
-    assert rows[0]["recommendation"] == "ready; CompleteRegistration is ready too: optimise for it"
-    assert rows[1]["recommendation"].startswith("optimise for CompleteRegistration; move up to Schedule")
+    assert rows[0]["recommendation"] == "ready; QualifiedLead is ready too: optimise for it"
+    assert rows[1]["recommendation"].startswith("optimise for QualifiedLead; move up to InitiateCheckout")
 
     idle = await readiness("veneers")  # configured names, default for the unconfigured level
     assert [(r["event_name"], r["successes_7d"], r["ready"]) for r in idle] == [
@@ -102,8 +102,8 @@ async def test_readiness_at_the_top_level(db: asyncpg.Pool) -> None:
     for level in (1, 2, 3):
         await add_events(db, 50, level=level)
     rows = await db.fetch("SELECT * FROM capi_optimization_readiness ORDER BY event_level")
-    assert rows[2]["recommendation"] == "optimise for Schedule (the top level)"
-    assert {r["optimise_for_event"] for r in rows} == {"Schedule"}
+    assert rows[2]["recommendation"] == "optimise for InitiateCheckout (the top level)"
+    assert {r["optimise_for_event"] for r in rows} == {"InitiateCheckout"}
 
 
 async def test_errors_recent_lists_only_errors_newest_first_with_metas_codes_and_the_hint(db: asyncpg.Pool) -> None:

@@ -25,14 +25,14 @@ from typing import Any
 import aiohttp
 
 from tests.proof.peers import BOOKED_MARK, QUALIFIED_MARK
-from tests.seed import WEBHOOK_SECRET
+from tests.seed import WEBHOOK_SECRET, tenant_config
 
 TESTS = Path(__file__).resolve().parents[1]
 # the peers' real payload shapes, as the bot and CRM tests keep them (copies of ../shared/fixtures)
 FIXTURES = {"evolution": TESTS / "bot" / "fixtures" / "evolution", "amocrm": TESTS / "crm" / "fixtures" / "amocrm",
             "bitrix24": TESTS / "crm" / "fixtures" / "bitrix24"}
 EVOLUTION = FIXTURES["evolution"]
-EVENT_NAMES = {1: "Lead", 2: "CompleteRegistration", 3: "Schedule"}
+EVENT_NAMES: dict[int, str] = tenant_config()["accounts"][0]["directions"][0]["capi"]["event_names"]
 INSTANCE = "clinic-main"
 
 

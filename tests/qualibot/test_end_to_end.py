@@ -71,11 +71,11 @@ async def test_an_ad_dialog_is_answered_qualified_and_reported_once(
     flags = await db.fetchrow("SELECT * FROM dialog_analysis WHERE contact_phone = $1", PHONE)
     assert flags["capi_interest_sent"] and flags["capi_qualified_sent"] and flags["capi_scheduled_sent"]
     sent = graph.events_sent()
-    assert sorted(e["event_name"] for e in sent) == ["CompleteRegistration", "Lead", "Schedule"]
+    assert sorted(e["event_name"] for e in sent) == ["InitiateCheckout", "LeadSubmitted", "QualifiedLead"]
     assert all(e["user_data"]["ctwa_clid"] == CLICK_ID for e in sent)
     assert all(count == 1 for count in graph.delivered.values())
     for name in ('qualibot_webhooks_total{result="stored",source="evolution"}',
-                 'qualibot_capi_events_total{event_name="Schedule",status="success"}',
+                 'qualibot_capi_events_total{event_name="InitiateCheckout",status="success"}',
                  "qualibot_llm_calls_total", "qualibot_llm_tokens_total",
                  "qualibot_meta_request_seconds_bucket", 'qualibot_jobs{state="queued"}'):
         assert name in metrics, name

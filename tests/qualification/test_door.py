@@ -26,9 +26,9 @@ async def test_reaching_a_level_records_every_lower_one(seeded: asyncpg.Pool) ->
         """SELECT event_level, event_name, status, source FROM capi_events_log
            WHERE dialog_analysis_id = $1 ORDER BY event_level""", dialog_id)
     assert [(e["event_level"], e["event_name"], e["status"], e["source"]) for e in events] == [
-        (1, "Lead", "pending", "whatsapp"),
-        (2, "CompleteRegistration", "pending", "whatsapp"),
-        (3, "Schedule", "pending", "whatsapp"),
+        (1, "LeadSubmitted", "pending", "whatsapp"),
+        (2, "QualifiedLead", "pending", "whatsapp"),
+        (3, "InitiateCheckout", "pending", "whatsapp"),
     ]
     # the sender was asked to run in the same transaction
     assert await seeded.fetchval("SELECT count(*) FROM jobs WHERE name LIKE 'capi.%'") == 1
