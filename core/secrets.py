@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import ahocorasick_rs
 
 REDACTED = "[redacted]"
 # shorter values are not secrets worth the name, and replacing them would mangle ordinary text
-MIN_SECRET_LENGTH = 6
+MIN_SECRET_LENGTH = 8
 _MAX_DEPTH = 32  # nested answers deeper than this are cut off rather than walked
 
 
@@ -33,35 +33,34 @@ class SecretRegistry:
     def __init__(self) -> None:
         self._sources: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
-        self._matcher: ahocorasick_rs.AhoCorasick | None = None
+        self._matchers: tuple[ahocorasick_rs.AhoCorasick, ahocorasick_rs.BytesAhoCorasick] | None = None
 
     def set_source(self, source: str, values: Iterable[str | None]) -> None:
         """Replace every value registered under `source` (None and too-short values are ignored)."""
         kept = frozenset(v for v in values if v and len(v) >= MIN_SECRET_LENGTH)
         with self._lock:
             self._sources[source] = kept
-            everything = sorted(set().union(*self._sources.values()))
-            self._matcher = (
-                ahocorasick_rs.AhoCorasick(everything, matchkind=ahocorasick_rs.MatchKind.LeftmostLongest)
-                if everything else None
-            )
+            everything = sorted(self.values())
+            longest = ahocorasick_rs.MatchKind.LeftmostLongest
+            self._matchers = (
+                ahocorasick_rs.AhoCorasick(everything, matchkind=longest),
+                ahocorasick_rs.BytesAhoCorasick([v.encode("utf-8", "surrogatepass") for v in everything],
+                                                matchkind=longest),
+            ) if everything else None
 
     def values(self) -> frozenset[str]:
         return frozenset().union(*self._sources.values())
 
     def redact(self, text: str, extra: Iterable[str | None] = ()) -> str:
         """`text` with every registered value (and every value in `extra`) replaced by REDACTED."""
-        matcher = self._matcher
-        if matcher is not None:
-            found = matcher.find_matches_as_indexes(text)
-            if found:
-                parts: list[str] = []
-                last = 0
-                for _, start, end in found:
-                    parts += (text[last:start], REDACTED)
-                    last = end
-                parts.append(text[last:])
-                text = "".join(parts)
+        matchers = self._matchers
+        if matchers is not None:
+            try:
+                text = _replace(text, matchers[0].find_matches_as_indexes(text), REDACTED)
+            except UnicodeEncodeError:  # lone surrogates (broken UTF-16 from a peer): match the bytes
+                raw = text.encode("utf-8", "surrogatepass")
+                text = _replace(raw, matchers[1].find_matches_as_indexes(raw), _REDACTED_BYTES).decode(
+                    "utf-8", "surrogatepass")
         for value in extra:
             if value and len(value) >= MIN_SECRET_LENGTH:
                 text = text.replace(value, REDACTED)
@@ -83,11 +82,30 @@ class SecretRegistry:
         return value
 
     def redact_bytes(self, data: bytes, extra: Iterable[str | None] = ()) -> bytes:
-        """Raw peer bytes, redacted; bytes that are not UTF-8 pass through unchanged around the matches."""
-        if self._matcher is None and not extra:
-            return data
-        text = data.decode("utf-8", "surrogateescape")
-        return self.redact(text, extra).encode("utf-8", "surrogateescape")
+        """Raw peer bytes, redacted; whatever is not a secret stays byte for byte (UTF-8 or not)."""
+        matchers = self._matchers
+        if matchers is not None:
+            data = _replace(data, matchers[1].find_matches_as_indexes(data), _REDACTED_BYTES)
+        for value in extra:
+            if value and len(value) >= MIN_SECRET_LENGTH:
+                data = data.replace(value.encode("utf-8", "surrogatepass"), _REDACTED_BYTES)
+        return data
+
+
+_REDACTED_BYTES = REDACTED.encode()
+_S = TypeVar("_S", str, bytes)
+
+
+def _replace(text: _S, found: list[tuple[int, int, int]], by: _S) -> _S:
+    if not found:
+        return text
+    parts: list[_S] = []
+    last = 0
+    for _, start, end in found:
+        parts += (text[last:start], by)
+        last = end
+    parts.append(text[last:])
+    return text[:0].join(parts)
 
 
 SECRETS = SecretRegistry()

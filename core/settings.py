@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     crm_max_queue_seconds: float = Field(default=10.0, gt=0)
     # a failed or throttled CRM read is retried after base * 2^(attempt-1) seconds (max 10 min)
     crm_retry_base_seconds: float = Field(default=5.0, gt=0)
+    # secrets (issue 14.2): how often a serving process reloads every configured secret value, so
+    # logs and stored peer answers lose a token set by another process's `config apply`
+    secrets_refresh_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("log_level")
     @classmethod
