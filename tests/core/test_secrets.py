@@ -46,7 +46,9 @@ def test_answers_are_redacted_in_depth_and_in_keys() -> None:
     reg = SecretRegistry()
     reg.set_source("t", [TOKEN])
     answer = {"error": {"message": f"bad {TOKEN}", "params": [{TOKEN: 1}, "ok", 3, None]}}
-    assert reg.redact_value(answer) == {"error": {"message": f"bad {REDACTED}", "params": [{REDACTED: 1}, "ok", 3, None]}}
+    assert reg.redact_value(answer) == {
+        "error": {"message": f"bad {REDACTED}", "params": [{REDACTED: 1}, "ok", 3, None]}
+    }
     assert reg.redact_value({"m": "sent-token-value"}, ("sent-token-value",)) == {"m": REDACTED}
 
 
