@@ -1,4 +1,5 @@
-"""Writing a validated tenant config to the database, and reading it back for export."""
+"""Writing a validated tenant config to the database, each object kept inside its account, and reading it back
+for export (secrets masked)."""
 
 from __future__ import annotations
 
