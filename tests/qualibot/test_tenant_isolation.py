@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from core.migrate import MIGRATIONS_DIR, discover, migrate
 from qualibot.tenants import ConfigError, parse_config
 from qualibot.tenants_db import apply_config
+from tests.dbsetup import fresh_database
 from tests.qualibot.test_config_cli import qualibot, write
 from tests.seed import META_TOKEN, WEBHOOK_SECRET, seed, tenant_config
 
@@ -144,6 +147,37 @@ async def test_deleting_a_referenced_object_still_clears_only_the_reference(db: 
     await db.execute("DELETE FROM account_directions WHERE id = 'implants'")
     assert await db.fetchval("SELECT default_direction_id FROM whatsapp_instances") is None
     assert await db.fetchval("SELECT account_id FROM whatsapp_instances") == "clinic"
+
+
+async def test_a_database_already_holding_a_cross_account_reference_still_migrates(tmp_path: Path) -> None:
+    """Written before the fix: migration 011 keeps the old row (and warns), and refuses new ones."""
+    before = tmp_path / "before"
+    before.mkdir()
+    for m in discover():
+        if m.version < 11:
+            shutil.copy(MIGRATIONS_DIR / m.name, before / m.name)
+    async with fresh_database(tmp_path / "pg") as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn, before)
+            await conn.execute("""
+                INSERT INTO user_accounts (id, name) VALUES ('a', 'A'), ('b', 'B');
+                INSERT INTO ad_accounts (id, account_id) VALUES ('act_a', 'a');
+                INSERT INTO account_directions (id, account_id, name, ad_account_id) VALUES ('d_b', 'b', 'B', 'act_a');
+                INSERT INTO account_directions (id, account_id, name) VALUES ('d_b2', 'b', 'B2');""")
+            await migrate(conn)
+            valid = dict(await conn.fetch(
+                "SELECT conname, convalidated FROM pg_constraint WHERE conname LIKE '%same_account'"))
+            assert valid == {"account_directions_ad_account_same_account": False,
+                             "account_directions_crm_connection_same_account": True,
+                             "whatsapp_instances_default_direction_same_account": True}
+            with pytest.raises(asyncpg.ForeignKeyViolationError):
+                await conn.execute("UPDATE account_directions SET ad_account_id = 'act_a' WHERE id = 'd_b2'")
+        finally:
+            await conn.close()
+        code, out, _ = await qualibot(dsn, "doctor")
+        assert code == 1
+        assert "ERROR  d_b   references across accounts: this direction and the ad account 'act_a' belong to" in out
 
 
 @pytest.mark.parametrize("round_", range(4))
