@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import aiohttp
+import asyncpg
 import pytest
 
+from core.context import AppContext
+from core.jobs import Job, JobRegistry, Worker, enqueue
 from core.logging import configure_logging, get_logger
 from core.secrets import REDACTED, SECRETS, SecretRegistry
+from core.settings import Settings
+from tests.helpers import wait_for
 
 TOKEN = "EAAGm0PX4ZCpsBAKZC8pZB"
 CODE = "q8fk2s9wl3mx7d4v"
@@ -91,3 +98,28 @@ def test_standard_library_records_lose_configured_values(
     [record] = [r for r in caplog.records if r.name == "aiohttp.client"]
     assert CODE not in record.getMessage() and TOKEN not in record.getMessage()
     assert record.getMessage() == f"request to https://x/rest/1/{REDACTED}/ failed: {REDACTED}"
+
+
+async def test_a_failing_jobs_stored_error_loses_configured_values(
+    registered: None, db: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    """jobs.last_error keeps the exception's text, which may quote a peer that echoed a secret."""
+
+    async def handler(ctx: AppContext, job: Job) -> None:
+        raise RuntimeError(f"peer answered 401: invalid token {TOKEN}")
+
+    registry: JobRegistry[AppContext] = JobRegistry()
+    registry.register("t.echo", handler, backoff_base=60)
+    async with aiohttp.ClientSession() as http:
+        worker = Worker(db, registry, AppContext(make_settings(), db, http, None), poll_seconds=0.02)
+        task = asyncio.create_task(worker.run())
+        job_id = await enqueue(db, "t.echo", {})
+
+        async def failed() -> str | None:
+            return await db.fetchval("SELECT last_error FROM jobs WHERE id = $1 AND attempts = 1 "
+                                     "AND status = 'queued' AND last_error IS NOT NULL", job_id)
+
+        last_error = await wait_for(failed, what="the job's first failure")
+        await worker.stop(grace=1)
+        task.cancel()
+    assert last_error == f"RuntimeError: peer answered 401: invalid token {REDACTED}"
