@@ -20,6 +20,7 @@ from urllib.parse import quote
 import aiohttp
 
 from bot.values import as_text
+from core.secrets import redact
 
 TIMEOUT_MARGIN = 15.0  # seconds on top of the typing delay
 
@@ -78,4 +79,4 @@ class EvolutionClient:
         if 200 <= status < 300:
             key = answer.get("key") if isinstance(answer, dict) else None
             return SendResult(True, status, external_id=as_text(key.get("id")) if isinstance(key, dict) else None)
-        return SendResult(False, status, error=describe_error(status, answer)[:500])
+        return SendResult(False, status, error=redact(describe_error(status, answer))[:500])

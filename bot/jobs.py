@@ -21,6 +21,7 @@ from core.context import AppContext
 from core.jobs import Job, JobRegistry, Retry
 from core.logging import get_logger
 from core.metrics import REPLIES
+from core.secrets import redact
 
 log = get_logger("bot.jobs")
 
@@ -43,7 +44,7 @@ async def answer_burst(ctx: AppContext, state: dialogs.DialogState, job: Job) ->
         text = await compose_reply(ctx.llm, ctx.settings, state.direction_id, state.bot_prompt, turns)
     except Exception as exc:
         log.warning("bot.llm_failed", dialog_id=state.id, attempt=job.attempts,
-                    error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                    error=redact(f"{type(exc).__name__}: {exc}")[:200])  # redact before cutting a key in two
         if job.attempts < LLM_ATTEMPTS:
             raise Retry(defer=LLM_RETRY_SECONDS * job.attempts, reason=f"LLM failed: {type(exc).__name__}") from exc
         return "llm_failed"

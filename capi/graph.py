@@ -18,6 +18,7 @@ import aiohttp
 from capi.errors import Kind, MetaError, classify_error, classify_status, transport_error
 from capi.payload import request_body
 from core.metrics import META_LATENCY
+from core.secrets import redact, redact_value
 from core.settings import Settings
 
 _TEXT_KEPT = 500  # characters of an unreadable answer kept for the audit log
@@ -86,11 +87,9 @@ def _no_answer(sent: int, what: str, transport: str) -> GraphAnswer:
 def interpret(status: int, raw: bytes, sent: int, token: str = "") -> GraphAnswer:
     """Classify one HTTP answer to a batch of `sent` events."""
     try:
-        body: Any = json.loads(raw)
+        body: Any = redact_value(json.loads(raw), (token,))  # Meta may echo a token: stored and logged clean
     except (UnicodeDecodeError, ValueError):
-        text = raw[:_TEXT_KEPT].decode("utf-8", "replace")
-        if token:
-            text = text.replace(token, "[redacted]")
+        text = redact(raw.decode("utf-8", "replace"), (token,))[:_TEXT_KEPT]
         error = classify_status(status, "the answer is not JSON")
         return GraphAnswer(error.kind, sent, status, {"http_status": status, "text": text}, error)
     if not isinstance(body, dict):

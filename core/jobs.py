@@ -37,6 +37,7 @@ import asyncpg
 
 from core.logging import get_logger
 from core.metrics import JOBS_DONE
+from core.secrets import redact
 
 log = get_logger("core.jobs")
 
@@ -268,7 +269,8 @@ class Worker(Generic[DepsT]):
                 error=f"{type(exc).__name__}: {exc}",
             )
             delay = backoff_delay(job.attempts, spec.backoff_base, spec.backoff_max)
-            await self._reschedule(job, token, delay, f"{type(exc).__name__}: {exc}", final=final)
+            # stored in jobs.last_error: an exception may quote a peer's answer, and with it a secret
+            await self._reschedule(job, token, delay, redact(f"{type(exc).__name__}: {exc}"), final=final)
         else:
             JOBS_DONE.labels(job.name, "ok").inc()
             await self._guarded(

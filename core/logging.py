@@ -1,4 +1,9 @@
-"""structlog JSON logging with a processor that keeps secrets and phone numbers out of logs."""
+"""structlog JSON logging with a processor that keeps secrets and phone numbers out of logs.
+
+Secrets are removed twice over: values under a secret-looking key are dropped, and every
+configured secret value (`core.secrets`) is replaced wherever it appears, in structlog events and
+in the standard library's log records alike (a peer that echoes a token in an error message).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ from typing import Any
 
 import structlog
 
+from core.secrets import REDACTED
+from core.secrets import redact as redact_secrets
+
 _SECRET_KEY = re.compile(r"token|secret|apikey|api_key|authorization|password|access_token", re.I)
 # runs of 7+ digits, optionally with a leading + : phones, and too-long ids are masked the same way
 _PHONE = re.compile(r"\+?\d{7,}")
@@ -17,7 +25,7 @@ _PHONE = re.compile(r"\+?\d{7,}")
 _PHONE_KEY = re.compile(r"phone|jid|number|remote", re.I)
 _ID_KEY = re.compile(r"(^|_)(id|ids|event_id|job_id|message_id|pixel_id|dataset|fbtrace_id)$", re.I)
 
-REDACTED = "[redacted]"
+__all__ = ["REDACTED", "configure_logging", "get_logger", "mask_phone", "redact"]
 
 
 def mask_phone(value: str) -> str:
@@ -32,6 +40,17 @@ def _mask_text(text: str) -> str:
     return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
 
 
+class _RedactRecords(logging.Filter):
+    """Standard library records (aiohttp, asyncpg, openai...) lose configured secret values too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_secrets(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
 def _scrub(key: str, value: Any, depth: int = 0) -> Any:
     if _SECRET_KEY.search(key):
         return REDACTED
@@ -42,6 +61,7 @@ def _scrub(key: str, value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(key, v, depth + 1) for v in value]
     if isinstance(value, str):
+        value = redact_secrets(value)  # before phone masking, which could cut a secret in two
         if _ID_KEY.search(key) and not _PHONE_KEY.search(key):
             return value  # ids (pixel, event, Meta trace) are not personal data and audits need them
         return _mask_text(value)
@@ -75,6 +95,9 @@ def _late_stderr_factory(*_: Any) -> _LateStderrLogger:
 def configure_logging(level: str = "info", *, stream: Any = None) -> None:
     numeric = logging.getLevelName(level.upper())
     logging.basicConfig(stream=stream or sys.stderr, level=numeric, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _RedactRecords) for f in handler.filters):
+            handler.addFilter(_RedactRecords())
     # libraries that narrate every request or subprocess at INFO: their warnings still show
     for noisy in ("httpx", "httpcore", "openai", "pgserver", "asyncio"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # token once and reuses it on ~20 minutes of retries, so it is accepted this long past `exp`
     evolution_max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     jwt_grace_seconds: float = Field(default=1800.0, ge=0)
+    # secrets (issue 14.2): how often a serving process reloads every configured secret value, so
+    # logs and stored peer answers lose a token set by another process's `config apply`
+    secrets_refresh_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("log_level")
     @classmethod

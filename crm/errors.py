@@ -13,12 +13,14 @@ clients return None for it.
 
 from __future__ import annotations
 
+from core.secrets import redact
+
 
 class CrmError(Exception):
     """A CRM request failed; `crm` names the CRM ("amocrm" or "bitrix24")."""
 
     def __init__(self, crm: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))  # messages quote the CRM's answer, which may echo a secret
         self.crm = crm
 
 

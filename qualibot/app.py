@@ -17,6 +17,7 @@ from core.logging import get_logger
 from core.settings import Settings
 from core.web import CTX, ApiError, error_response
 from qualibot import health
+from qualibot.secret_values import secrets_kept_current
 from qualibot.wiring import add_domain_routes, job_registry
 
 log = get_logger("qualibot.app")
@@ -102,7 +103,8 @@ def create_app(
             ctx = AppContext(settings=settings, pool=own_pool, http=http, llm=make_llm(settings))
             app[CTX] = ctx
             try:
-                yield
+                async with secrets_kept_current(own_pool, settings):
+                    yield
             finally:
                 await http.close()
                 if ctx.llm is not None:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from core.logging import configure_logging
 from core.settings import Settings
+from qualibot.secret_values import register_settings_secrets
 
 COMMAND_MODULES = [
     "qualibot.cmd_migrate",
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logging(settings.log_level)
+        register_settings_secrets(settings)  # serve and worker add the tenants' secrets from the database
         func: Command = args.func
         return asyncio.run(func(args, settings))
     except CliError as exc:

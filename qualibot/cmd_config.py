@@ -40,14 +40,13 @@ async def run_apply(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(f"{path}: not valid YAML: {exc}", code=2) from None
     try:
         cfg = parse_config(data)
+        async with open_pool(settings, max_size=2) as pool:
+            changed = await apply_config(pool, cfg)  # refuses another account's objects: ConfigError
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
         print(f"qualibot: {path}: {len(exc.problems)} error(s); nothing was written", file=sys.stderr)
         return 2
-    try:
-        async with open_pool(settings, max_size=2) as pool:
-            changed = await apply_config(pool, cfg)
     except UNAVAILABLE_ERRORS as exc:
         raise CliError(f"database unavailable: {type(exc).__name__}") from None
     print(f"applied {path}: {changed} row(s) changed")

@@ -18,7 +18,7 @@ import asyncpg
 from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.settings import Settings
 from qualibot.cli import CliError
-from qualibot.doctor import Finding, check_all, load, load_intake
+from qualibot.doctor import Finding, check_all, cross_account_findings, load, load_intake
 from qualibot.doctor_online import check_online
 
 
@@ -39,11 +39,12 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         async with open_pool(settings, max_size=1) as pool:
             dirs, not_analysed = await load(pool)
             intake = await load_intake(pool)
+            crossed = await cross_account_findings(pool)
     except UNAVAILABLE_ERRORS as exc:
         raise CliError(f"database unavailable: {type(exc).__name__}: {exc}") from None
     except asyncpg.UndefinedTableError:
         raise CliError("the database has no qualibot tables: run `qualibot migrate` first") from None
-    findings = check_all(dirs, settings, not_analysed, intake)
+    findings = crossed + check_all(dirs, settings, not_analysed, intake)
     if args.online and dirs:
         findings += await check_online(dirs, settings, args.timeout)
     sys.stdout.write(render(findings))

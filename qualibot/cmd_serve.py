@@ -19,6 +19,7 @@ from core.web import CTX
 from qualibot.app import create_app, running_worker
 from qualibot.cli import CliError
 from qualibot.doctor import load, unlisted_names, unlisted_names_message
+from qualibot.secret_values import secrets_kept_current
 
 log = get_logger("qualibot.serve")
 
@@ -78,7 +79,7 @@ async def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         await _check_schema(settings)
     async with open_pool(settings) as pool, aiohttp.ClientSession() as http:
         ctx = AppContext(settings=settings, pool=pool, http=http, llm=make_llm(settings))
-        async with running_worker(ctx):
+        async with secrets_kept_current(pool, settings), running_worker(ctx):
             print("qualibot worker running", flush=True)
             await _until_signal()
         if ctx.llm is not None:

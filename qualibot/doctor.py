@@ -167,6 +167,28 @@ def check_intake(backlog: IntakeBacklog) -> list[Finding]:
     return out
 
 
+# references across accounts: refused since migration 011, but a database may hold older ones
+CROSS_ACCOUNT_SQL = """
+SELECT d.id AS direction, 'ad account ' || quote_literal(d.ad_account_id) AS target
+FROM account_directions d JOIN ad_accounts t ON t.id = d.ad_account_id WHERE t.account_id <> d.account_id
+UNION ALL
+SELECT d.id, 'CRM connection ' || quote_literal(d.capi_crm_connection_id)
+FROM account_directions d JOIN crm_connections t ON t.id = d.capi_crm_connection_id WHERE t.account_id <> d.account_id
+UNION ALL
+SELECT t.id, 'instance ' || quote_literal(i.name) || ' (its default direction)'
+FROM whatsapp_instances i JOIN account_directions t ON t.id = i.default_direction_id WHERE t.account_id <> i.account_id
+ORDER BY 1, 2
+"""
+
+
+async def cross_account_findings(db: asyncpg.Pool) -> list[Finding]:
+    """One ERROR per reference to another account's object (left from before tenant isolation)."""
+    return [Finding("ERROR", r["direction"], (
+        f"references across accounts: this direction and the {r['target']} belong to different accounts; "
+        "point it at an object of its own account (config apply) or clear the reference with SQL"))
+        for r in await db.fetch(CROSS_ACCOUNT_SQL)]
+
+
 def mask(secret: str) -> str:
     """`EAAHxyz…` → `EAAH…wxyz`: enough to tell tokens apart, never the token."""
     if len(secret) < 16:

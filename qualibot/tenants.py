@@ -3,14 +3,53 @@
 The file is the truth for what it names: applying it upserts every account, ad account, CRM
 connection, direction and instance it lists, in one transaction, and changes nothing when the
 database already matches. Objects missing from the file are left alone (removal is deliberate
-and done in SQL), so applying one tenant's file never touches another tenant.
+and done in SQL), so applying one tenant's file never touches another tenant; a file that names
+another account's instance, direction, ad account or CRM connection is refused (`tenants_db`).
+
+Secrets: `config export` prints MASK in place of each secret (and of the code in a Bitrix24
+`rest_url`); MASK in a file means "keep the stored secret", so an export applies back unchanged.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MASK = "***"
+SECRET_MIN_LENGTH = 16  # webhook secrets and tokens we check: long enough not to be guessed
+# Bitrix24 inbound webhook: https://<portal>/rest/<user id>/<code>/ ; the code is the secret
+_REST_URL = re.compile(r"^(?P<head>https?://[^/]+/rest/[^/]+/)(?P<code>[^/]+)(?P<tail>/.*)?$")
+_URL_PATH = re.compile(r"^(?P<head>https?://[^/]+)(?P<code>/.+)$")
+
+
+def rest_url_code(url: str) -> str | None:
+    """The secret part of a Bitrix24 `rest_url`: the webhook code (any path, for an unknown shape)."""
+    m = _REST_URL.match(url) or _URL_PATH.match(url)
+    return m["code"] if m else None
+
+
+def mask_rest_url(url: str) -> str:
+    """`https://clinic.bitrix24.ru/rest/1/MASK/`: the host and user stay readable, the code does not."""
+    m = _REST_URL.match(url) or _URL_PATH.match(url)
+    if m is None:
+        return url
+    tail = m.groupdict().get("tail") or ""
+    return f"{m['head']}{MASK if m.re is _REST_URL else '/' + MASK}{tail}"
+
+
+def is_masked(column: str, value: Any) -> bool:
+    """Whether a file's value is export's mask (meaning: keep what is stored)."""
+    if column == "rest_url" and isinstance(value, str):
+        return MASK in value and mask_rest_url(value) == value
+    return isinstance(value, str) and value == MASK
+
+
+def _long_secret(value: str | None) -> str | None:
+    if value is not None and value != MASK and len(value) < SECRET_MIN_LENGTH:
+        raise ValueError(f"must be at least {SECRET_MIN_LENGTH} characters (or {MASK} to keep the stored one)")
+    return value
 
 
 class _Strict(BaseModel):
@@ -88,8 +127,10 @@ class Instance(_Strict):
     name: str = Field(min_length=1)
     api_url: str = Field(pattern=r"^https?://")
     api_key: str = Field(min_length=1)
-    webhook_secret: str = Field(min_length=16)
+    webhook_secret: str
     default_direction: str | None = None
+
+    _secret_length = field_validator("webhook_secret")(_long_secret)
 
 
 class CrmConnection(_Strict):
@@ -103,6 +144,8 @@ class CrmConnection(_Strict):
     rest_url: str | None = Field(default=None, pattern=r"^https?://")
     application_token: str | None = None
     rate_limit_per_second: float | None = Field(default=None, gt=0)
+
+    _secret_length = field_validator("webhook_secret", "application_token")(_long_secret)
 
     @field_validator("account_id", mode="before")
     @classmethod

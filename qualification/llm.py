@@ -17,6 +17,8 @@ import pydantic
 from openai import AsyncOpenAI
 from openai.types import CompletionUsage
 
+from core.secrets import redact
+
 T = TypeVar("T", bound=pydantic.BaseModel)
 
 
@@ -24,6 +26,7 @@ class LLMCallError(Exception):
     def __init__(
         self, outcome: str, reason: str, *, retryable: bool = True, usage: CompletionUsage | None = None
     ) -> None:
+        reason = redact(reason)  # the endpoint's words may echo the API key or a tenant's secret
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason

@@ -127,3 +127,84 @@ async def test_a_prompt_left_out_of_the_file_keeps_the_stored_one(
     assert (await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg))))[0] == 0
     row = await db.fetchrow("SELECT name, qualification_prompt FROM account_directions")
     assert row["name"] == "Renamed" and row["qualification_prompt"] == "generated and saved"
+
+
+SECRET_COLUMNS = {
+    "user_accounts": ["access_token"], "ad_accounts": ["access_token"],
+    "crm_connections": ["access_token", "webhook_secret", "application_token", "rest_url"],
+    "whatsapp_instances": ["api_key", "webhook_secret"],
+}
+
+
+async def stored_secrets(db: asyncpg.Pool) -> list[str | None]:
+    return [v for t, cols in SECRET_COLUMNS.items() for col in cols
+            for v in [r[0] for r in await db.fetch(f"SELECT {col} FROM {t} ORDER BY 1")]]
+
+
+async def test_export_masks_every_secret_and_the_bitrix24_webhook_code(
+    db: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    cfg = tenant_config(bitrix_url="https://clinic.bitrix24.ru/rest/1/q8fk2s9wl3mx7d4v/")
+    assert (await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg))))[0] == 0
+    code, out, _ = await qualibot(database_url, "config", "export")
+    assert code == 0
+    for secret in await stored_secrets(db):
+        assert secret is None or secret not in out
+    assert "q8fk2s9wl3mx7d4v" not in out
+    crm = yaml.safe_load(out)["accounts"][0]["crm_connections"][1]
+    assert crm["rest_url"] == "https://clinic.bitrix24.ru/rest/1/***/"  # the host stays readable
+
+
+async def test_a_mask_keeps_the_stored_secret_and_is_never_stored(
+    db: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    assert (await qualibot(database_url, "config", "apply", str(write(tmp_path, tenant_config()))))[0] == 0
+    before = await stored_secrets(db)
+    _, out, _ = await qualibot(database_url, "config", "export")
+    exported = yaml.safe_load(out)
+    exported["accounts"][0]["name"] = "Smile Clinic (renamed)"
+    code, out, err = await qualibot(database_url, "config", "apply", str(write(tmp_path, exported)))
+    assert code == 0 and ": 1 row(s) changed" in out, err
+    assert await stored_secrets(db) == before
+    assert not any("***" in (s or "") for s in await stored_secrets(db))
+
+
+async def test_a_mask_with_no_stored_secret_is_an_error_naming_the_path(
+    db: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    cfg = tenant_config()
+    acc = cfg["accounts"][0]
+    acc["access_token"] = "***"
+    acc["whatsapp_instances"][0]["webhook_secret"] = "***"
+    acc["crm_connections"][1]["rest_url"] = "https://clinic.bitrix24.ru/rest/1/***/"
+    code, _, err = await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg)))
+    assert code == 2
+    assert "accounts[0].access_token: *** means keep the stored secret, but none is stored" in err
+    assert "accounts[0].whatsapp_instances[0].webhook_secret: *** means keep the stored secret" in err
+    assert "accounts[0].crm_connections[1].rest_url: *** means keep the stored secret" in err
+    assert sum((await counts(db)).values()) == 0
+
+
+async def test_a_masked_rest_url_for_another_portal_is_refused(
+    db: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    cfg = tenant_config(bitrix_url="https://clinic.bitrix24.ru/rest/1/q8fk2s9wl3mx7d4v/")
+    assert (await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg))))[0] == 0
+    cfg["accounts"][0]["crm_connections"][1]["rest_url"] = "https://other.bitrix24.ru/rest/1/***/"
+    code, _, err = await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg)))
+    assert code == 2
+    assert "accounts[0].crm_connections[1].rest_url: the masked URL is not the stored one's" in err
+    assert await db.fetchval("SELECT rest_url FROM crm_connections WHERE id = 'b24-main'") == (
+        "https://clinic.bitrix24.ru/rest/1/q8fk2s9wl3mx7d4v/"
+    )
+
+
+async def test_crm_webhook_secrets_need_16_characters(db: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+    cfg = tenant_config()
+    cfg["accounts"][0]["crm_connections"][0]["webhook_secret"] = "short-secret"
+    cfg["accounts"][0]["crm_connections"][1]["application_token"] = "abc123"
+    code, _, err = await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg)))
+    assert code == 2
+    assert "accounts[0].crm_connections[0].webhook_secret: must be at least 16 characters" in err
+    assert "accounts[0].crm_connections[1].application_token: must be at least 16 characters" in err
+    assert sum((await counts(db)).values()) == 0
