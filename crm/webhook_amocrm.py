@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 
-from core.web import ApiError
+from core.web import ApiError, is_digits
 from crm.connections import Connection
 from crm.form import Form, indexed, is_id, text
 from crm.store import EntityEvent
@@ -70,6 +70,8 @@ def parse(form: Form) -> AmoWebhook:
 
 
 def _event(section: str, action: str, index: str, item: object) -> EntityEvent:
+    if not is_digits(index):  # amoCRM numbers its entities; `²` or a name is not a list it sent
+        raise ApiError(400, "invalid_entity", f"{section}[{action}][{index[:40]}]: the index is not a number")
     if not isinstance(item, dict):
         raise ApiError(400, "invalid_entity", f"{section}[{action}][{index}] is not an entity")
     entity_id = text(item, "id")
