@@ -7,9 +7,9 @@ Evolution bodies of about 1 MiB, measured in the same run.
 Bodies (from tests/bot/fixtures/evolution/image-caption-2.3.7.json, Evolution 2.3.7): `base64`,
 the media as one base64 string (webhook_base64 on: most of a media webhook is that string);
 `bytes`, the thumbnail as Evolution 2.3.6+ encodes protobuf bytes, an object of numeric keys and
-small integers (the number-heaviest body Evolution sends). Then hostile bodies of the same size
-(`[[[[`, `[][][]`, `{"a":{"a":`..., escaped quotes), against json.loads of the normal
-base64 body: a hostile body must cost about what a normal one does."""
+small integers (the number-heaviest body Evolution sends), capped below MAX_JSON_VALUES. Then
+hostile bodies of the same size (`[[[[`, `[][][]`, `{"a":{"a":`..., escaped quotes), against
+json.loads of the normal base64 body: a hostile body must cost about what a normal one does."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.web import _UNSAFE, ApiError, clean_strings, parse_json
+from core.web import _UNSAFE, MAX_JSON_VALUES, ApiError, clean_strings, parse_json
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/bot/fixtures/evolution/image-caption-2.3.7.json"
 
@@ -41,7 +41,7 @@ def bodies(size: int) -> dict[str, bytes]:
     media = copy.deepcopy(doc)
     media["data"]["message"]["base64"] = base64.b64encode(os.urandom(size * 3 // 4)).decode()
     thumb = copy.deepcopy(doc)
-    count = size // 10  # `"12345":255,` is about 11 bytes
+    count = min(size // 10, MAX_JSON_VALUES - 1000)  # `"12345":255,` is about 11 bytes; more is refused
     thumb["data"]["message"]["imageMessage"]["jpegThumbnail"] = {str(i): i % 256 for i in range(count)}
     return {"base64": json.dumps(media).encode(), "bytes": json.dumps(thumb).encode()}
 
