@@ -36,7 +36,7 @@ def jwt_problem(token: str, secret: str, now: float | None = None) -> str | None
         header = json.loads(_b64url(parts[0]))
         claims = json.loads(_b64url(parts[1]))
         signature = _b64url(parts[2])
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):  # `[[[[...` fits in a header
         return "the bearer token is not a well-formed JWT"
     if not isinstance(header, dict) or header.get("alg") != "HS256":
         return "the JWT must be signed with HS256"

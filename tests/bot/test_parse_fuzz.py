@@ -4,6 +4,7 @@ non-ASCII digits (`²`, Arabic-Indic) or any shape."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.auth import jwt_problem
 from bot.parse import BadEvent, parse_envelope, parse_upsert
 from bot.values import as_bool, as_bytes, as_int, as_text, plain, timestamp
 
@@ -72,3 +74,19 @@ def test_odd_digits_and_non_finite_numbers_read_as_unreadable() -> None:
     for odd in ("²", "٣٤٥", "--5", "9" * 5000, float("inf"), float("nan"), float("-inf")):
         assert as_int(odd) is None
     assert as_int("-17") == -17 and as_int(" 42 ") == 42
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+_JWT_PARTS = st.one_of(st.text(max_size=20), st.binary(max_size=40).map(_b64),
+                       st.sampled_from([b"[" * 6000, b'{"alg": NaN}', b'{"alg": "HS256"}', b"9" * 5000, b"\xff",
+                                        b'{"exp": 1e400}']).map(_b64))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_JWT_PARTS, min_size=1, max_size=4).map(".".join))
+def test_jwt_reader_on_any_bearer_says_what_is_wrong(token: str) -> None:
+    """Read before the signature is checked, so anything may come: a reason, never an exception."""
+    assert isinstance(jwt_problem(token, "s" * 16), str)

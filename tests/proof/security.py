@@ -112,6 +112,10 @@ def hostile() -> list[Probe]:
         Probe("evolution: 1 MB of `[` (was a RecursionError: 500)", "/webhooks/evolution", b"[" * MB, ok, (400,)),
         Probe("evolution: 1 MB of `{\"a\":` nesting", "/webhooks/evolution", b'{"a":' * (MB // 5), ok, (400,)),
     ]
+    deep_head = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
+    found.append(Probe("evolution: bearer JWT whose header is 5,000 `[` (was a RecursionError: 500)",
+                       "/webhooks/evolution", evolution_body(),
+                       {"Content-Type": "application/json", "Authorization": f"Bearer {deep_head}.e30.c2ln"}, (401,)))
     for raw in ("Infinity", "-Infinity", "NaN", "1e400", "9" * 100_000):
         found.append(Probe(f"evolution: messageTimestamp {raw[:12]}{'...' if len(raw) > 12 else ''}",
                            "/webhooks/evolution", with_timestamp(raw), ok, (400,)))
