@@ -5,6 +5,11 @@ bracket notation, sometimes with the brackets percent-encoded (`leads%5Bstatus%5
 `parse_form` decodes the body (which also decodes encoded brackets) and builds the nested
 structure PHP would: every bracket level is a dict keyed by the text inside the brackets, so a
 PHP array `[0]`, `[1]` is a dict with keys "0", "1" (`items()` reads it back in order).
+
+Own code, not qs-codec (the port of JavaScript's `qs`, the one maintained library for bracket keys):
+it turns indexes into lists up to a limit and dicts past it, merges repeated keys into lists, and
+accepts malformed keys as literal text, where these webhooks want PHP's reading and a 400 naming
+the broken key; its cost on a megabyte key would still have to be proven.
 """
 
 from __future__ import annotations
