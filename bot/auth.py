@@ -48,7 +48,7 @@ def jwt_problem(token: str, secret: str, grace_seconds: float) -> str | None:
         return "the JWT must be signed with HS256"
     except jwt.ImmatureSignatureError:
         return "the JWT is not valid yet"
-    except jwt.DecodeError:
+    except (jwt.DecodeError, RecursionError):  # `[[[[...` fits in a header and json recurses on it
         return "the bearer token is not a well-formed JWT"
     except jwt.InvalidTokenError as exc:
         return f"the JWT is not valid: {exc}"

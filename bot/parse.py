@@ -27,6 +27,7 @@ from typing import Any
 from bot.referral import Referral, find_referral, has_opaque_ad
 from bot.values import as_bool, as_text, timestamp
 from core.phones import normalize_phone
+from core.web import is_digits
 
 UPSERT = "messages.upsert"
 SEND = "send.message"
@@ -122,7 +123,7 @@ def _jid_user(jid: str) -> str:
 
 
 def _is_phone_jid(jid: str) -> bool:
-    return jid.endswith(PHONE_SUFFIXES) and _jid_user(jid).isdigit()
+    return jid.endswith(PHONE_SUFFIXES) and is_digits(_jid_user(jid))
 
 
 def ignored_chat(jid: str) -> str | None:
@@ -161,7 +162,7 @@ def _contact(key: dict[str, Any]) -> tuple[str, bool]:
     for jid in (remote, as_text(key.get("remoteJidAlt"))):
         if jid and jid.endswith(LID_SUFFIX) and _jid_user(jid):
             return _jid_user(jid), True
-    if remote and "@" not in remote and remote.lstrip("+").isdigit():
+    if remote and "@" not in remote and is_digits(remote.lstrip("+")):
         return _phone(remote.lstrip("+")), False
     raise BadEvent("data.key.remoteJid is not a WhatsApp chat id")
 

@@ -26,7 +26,7 @@ from bot.parse import MESSAGE_EVENTS, BadEvent, Ignored, Invalid, Message, parse
 from bot.referral import may_carry_referral
 from core.logging import get_logger
 from core.metrics import WEBHOOKS
-from core.web import CTX, ApiError, read_json
+from core.web import CTX, ApiError, parse_json, read_body
 
 log = get_logger("bot.routes")
 PINNED: web.AppKey[PinnedConnections] = web.AppKey("bot_pinned_connections", PinnedConnections)
@@ -61,7 +61,7 @@ async def _read_body(request: web.Request, limit: int) -> tuple[web.Request, byt
     if size is None or size > request.app[CTX].settings.max_body_bytes:
         request = request.clone(client_max_size=limit)
     try:
-        return request, await request.read()
+        return request, await read_body(request)  # within the body deadline, like every route
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
 
@@ -81,7 +81,7 @@ async def evolution_webhook(request: web.Request) -> web.Response:
     settings = request.app[CTX].settings
     request, raw = await _read_body(request, settings.evolution_max_body_bytes)
     try:
-        body = await read_json(request)  # the body already read: parsed, not read again
+        body = parse_json(raw)
     except ApiError:
         _count("bad_request")
         raise

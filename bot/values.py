@@ -8,8 +8,11 @@ base64 strings and decimal strings. These helpers read either form.
 from __future__ import annotations
 
 import base64
+import math
 from datetime import UTC, datetime
 from typing import Any
+
+from core.web import is_digits
 
 # keys whose values are images or key material: never worth keeping in a stored referral
 DROPPED_KEYS = frozenset({"thumbnail", "jpegThumbnail", "mediaKey", "base64"})
@@ -27,10 +30,11 @@ def as_int(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return int(value)
+        return int(value) if math.isfinite(value) else None
     if isinstance(value, str):
         text = value.strip()
-        return int(text) if text.lstrip("-").isdigit() else None
+        digits = text.removeprefix("-")
+        return int(text) if is_digits(digits) and len(digits) <= 20 else None  # int() is quadratic in digits
     if is_long(value):
         low, high = value.get("low"), value.get("high")
         if not isinstance(low, int) or not isinstance(high, int):

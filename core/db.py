@@ -11,15 +11,20 @@ import asyncpg
 from core.embedded import EmbeddedPostgres
 from core.settings import Settings
 
-# Errors that mean "the database is not reachable right now" rather than "our SQL is wrong".
+# Errors that mean "the database is not reachable right now" rather than "our SQL is wrong": the
+# connection is gone or refused (SQLSTATE class 08, 57P01-57P03 shutdown / crash / starting up,
+# 57P05 idle timeout, 53300 too many connections, 55000 "database is not currently accepting
+# connections", which also covers its 55P03 lock-not-available: a retry may succeed there too).
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     ConnectionError,
+    asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
     asyncpg.exceptions.InterfaceError,
     TimeoutError,
 )

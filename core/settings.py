@@ -83,3 +83,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    # --- hostile input and slow clients (issue 14) ---
+    # form pairs one amoCRM / Bitrix24 webhook may carry; more is refused (400) before any is decoded
+    form_max_fields: int = Field(default=20_000, ge=1)
+    # a connection must deliver a request's headers within this long of opening (or of the previous
+    # answer, on keep-alive), else it is closed; also how long an idle keep-alive connection stays open
+    header_timeout_seconds: float = Field(default=15.0, gt=0)
+    # the whole body must arrive within this long of the headers, else 408 and the connection is closed
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    # when set, GET /metrics requires `Authorization: Bearer <token>` (401 otherwise); unset: open
+    metrics_token: str | None = None

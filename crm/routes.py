@@ -14,7 +14,7 @@ from aiohttp import web
 
 from core.logging import get_logger
 from core.metrics import WEBHOOKS
-from core.web import CTX, ApiError
+from core.web import CTX, ApiError, read_body
 from crm import webhook_amocrm, webhook_bitrix24
 from crm.connections import load_connection
 from crm.form import Form, FormError, parse_form
@@ -23,17 +23,17 @@ from crm.store import store_events
 log = get_logger("crm.routes")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-RESULTS = {400: "bad_request", 401: "unauthorized", 404: "unknown_connection", 413: "too_large"}
+RESULTS = {400: "bad_request", 401: "unauthorized", 404: "unknown_connection", 408: "too_slow", 413: "too_large"}
 
 
 async def read_form(request: web.Request) -> Form:
     if request.content_type in ("application/json", "text/json"):
         raise ApiError(400, "not_form_encoded", "a CRM webhook is application/x-www-form-urlencoded, not JSON")
-    body = await request.read()
+    body = await read_body(request)
     if not body.strip():
         raise ApiError(400, "empty_body", "the body is empty; a form-encoded CRM webhook was expected")
     try:
-        return parse_form(body)
+        return parse_form(body, request.app[CTX].settings.form_max_fields)
     except FormError as exc:
         raise ApiError(400, "invalid_form", str(exc)) from exc
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 
-from core.web import ApiError
+from core.web import ApiError, is_digits
 from crm.connections import Connection
-from crm.form import Form, indexed, text
+from crm.form import Form, indexed, is_id, text
 from crm.store import EntityEvent
 
 SYNC_ACTIONS = {"add", "update", "status", "restore", "responsible"}
@@ -70,10 +70,12 @@ def parse(form: Form) -> AmoWebhook:
 
 
 def _event(section: str, action: str, index: str, item: object) -> EntityEvent:
+    if not is_digits(index):  # amoCRM numbers its entities; `²` or a name is not a list it sent
+        raise ApiError(400, "invalid_entity", f"{section}[{action}][{index[:40]}]: the index is not a number")
     if not isinstance(item, dict):
         raise ApiError(400, "invalid_entity", f"{section}[{action}][{index}] is not an entity")
     entity_id = text(item, "id")
-    if entity_id is None or not entity_id.isdigit():
+    if entity_id is None or not is_id(entity_id):
         raise ApiError(400, "invalid_entity", f"{section}[{action}][{index}][id] is missing or not a number")
     return EntityEvent(
         event=f"{section}.{action}", entity_type=_entity_type(section, item), entity_id=entity_id,

@@ -11,7 +11,7 @@ import re
 
 from core.web import ApiError
 from crm.connections import Connection
-from crm.form import Form, text
+from crm.form import Form, is_id, text
 from crm.store import EntityEvent
 
 EVENT = re.compile(r"ONCRM(DEAL|LEAD|CONTACT)(ADD|UPDATE|DELETE|RESTORE|MOVETOCATEGORY)")
@@ -33,7 +33,7 @@ def parse(form: Form) -> EntityEvent:
     if match is None:
         raise ApiError(400, "unsupported_event", f"event {event[:60]!r} is not synced; subscribe to {SUPPORTED}")
     entity_id = text(form, "data", "FIELDS", "ID")
-    if entity_id is None or not entity_id.isdigit():
+    if entity_id is None or not is_id(entity_id):
         raise ApiError(400, "missing_id", "data[FIELDS][ID] is missing or not a number")
     auth = form.get("auth")
     auth = auth if isinstance(auth, dict) else {}

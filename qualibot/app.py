@@ -40,7 +40,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.detail, **exc.extra)
+        response = error_response(exc.status, exc.code, exc.detail, **exc.extra)
+        if exc.status == 408:
+            response.force_close()  # the rest of a trickled body is not worth waiting for
+        return response
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[CTX].settings.max_body_bytes
         return error_response(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
@@ -94,7 +97,10 @@ def create_app(
     registry: JobRegistry[AppContext] | None = None,
 ) -> web.Application:
     """Build the app. With `pool`, that pool is used (tests); otherwise one is opened on start."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    # keepalive_timeout is, in aiohttp, also how long a new connection may take to deliver its first
+    # request's headers (web_protocol.py connection_made): the header deadline against slow clients
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes,
+                          handler_args={"keepalive_timeout": settings.header_timeout_seconds})
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with database_dsn(settings) if pool is None else _nothing() as dsn:

@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from core.web import CTX
+from core.logging import get_logger
+from core.web import CTX, ApiError
 
 JOBS = Gauge("qualibot_jobs", "Jobs in the queue by state", ["state"])
+log = get_logger("qualibot.health")
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 `ok` or 503 `unavailable`: a fixed word for anyone who can reach the port; the reason is logged."""
     ctx = request.app[CTX]
     try:
         await asyncio.wait_for(ctx.pool.fetchval("SELECT 1"), timeout=2.0)
     except Exception as exc:
-        return web.json_response(
-            {"status": "unavailable", "detail": f"database: {type(exc).__name__}"}, status=503
-        )
+        log.warning("healthz.database_unavailable", error_type=type(exc).__name__, error=str(exc)[:200])
+        return web.json_response({"status": "unavailable"}, status=503)
     return web.json_response({"status": "ok"})
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
+    token = ctx.settings.metrics_token
+    if token and not _authorized(request, token):
+        raise ApiError(401, "unauthorized", "/metrics requires Authorization: Bearer <QUALIBOT_METRICS_TOKEN>")
     try:
         rows = await asyncio.wait_for(
             ctx.pool.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status"), timeout=2.0

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from crm.form import FormError, items, parse_form, text
+from core.web import ApiError
+from crm import webhook_amocrm, webhook_bitrix24
+from crm.connections import Connection
+from crm.form import MAX_DEPTH, MAX_KEY_CHARS, FormError, indexed, items, parse_form, split_key, text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -70,3 +76,80 @@ def test_empty_brackets_append_and_indexes_sort_numerically() -> None:
 def test_malformed_bodies_say_why(raw: bytes, why: str) -> None:
     with pytest.raises(FormError, match=why):
         parse_form(raw)
+
+
+def test_limits_are_checked_before_the_work() -> None:
+    with pytest.raises(FormError, match="longer than 512"):
+        parse_form(b"a" + b"[]" * 500_000 + b"=1")  # a megabyte key: refused for its length, not split
+    with pytest.raises(FormError, match="deeper than 12"):
+        split_key("a" + "[b]" * MAX_DEPTH)
+    assert split_key("a" + "[b]" * (MAX_DEPTH - 1)) == ["a"] + ["b"] * (MAX_DEPTH - 1)
+    assert len(split_key("k" * MAX_KEY_CHARS)) == 1
+    with pytest.raises(FormError, match="Max number of fields"):
+        parse_form(b"&".join(b"f%d=1" % i for i in range(11)), max_fields=10)
+    assert len(parse_form(b"&".join(b"f%d=1" % i for i in range(10)), max_fields=10)) == 10
+
+
+def test_non_ascii_digits_are_names_not_indexes() -> None:
+    # `²`.isdigit() is True but int("²") raises: it sorts as a name now, after the numbers
+    form = parse_form("a[²]=sq&a[٣]=arabic&a[10]=ten&a[9]=nine".encode())
+    assert [k for k, _ in indexed(form["a"])] == ["9", "10", "²", "٣"]
+
+
+# keys built from what a PHP form key can hold, brackets and their percent-encoded forms included
+_KEY_TEXT = st.lists(st.sampled_from([*"ab0²٣[]=&% +;", "%5B", "%5D", "%ff", "%00", "\x00"]), max_size=40).map("".join)
+_PART = st.text(alphabet=st.characters(blacklist_characters="[]&=%+;#", blacklist_categories=("Cs",)), max_size=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.binary(max_size=300), _KEY_TEXT.map(str.encode),
+                 st.lists(st.tuples(_KEY_TEXT, _KEY_TEXT), max_size=8).map(
+                     lambda pairs: "&".join(f"{k}={v}" for k, v in pairs).encode())))
+def test_any_body_parses_or_raises_form_error(raw: bytes) -> None:
+    """Only our own error comes out of the parser, and out of both webhook readers after it."""
+    try:
+        form = parse_form(raw)
+    except FormError:
+        return
+    for index, _ in indexed(form):
+        assert isinstance(index, str)
+    _webhook_parsers_raise_only_api_errors(form)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_PART.filter(bool), min_size=1, max_size=MAX_DEPTH))
+def test_split_key_reads_back_what_was_written(parts: list[str]) -> None:
+    key = parts[0] + "".join(f"[{p}]" for p in parts[1:])
+    if len(key) <= MAX_KEY_CHARS:
+        assert split_key(key) == parts
+        assert parse_form(f"{quote(key)}=v".encode()) is not None
+
+
+CONNECTION = Connection(id="c", type="amocrm", account_id="a", default_region="RU", base_url=None, rest_url=None,
+                        access_token=None, crm_account_id="1", subdomain="clinic", webhook_secret="s" * 16,
+                        application_token="t" * 16, rate_limit_per_second=None)
+
+_SECTION = st.sampled_from(["leads", "contacts", "companies", "tasks", "account", "event", "data", "auth"])
+_WORD = st.sampled_from(["add", "update", "delete", "status", "0", "1", "²", "٣", "id", "ID", "FIELDS", "type",
+                         "company", "subdomain", "clinic", "application_token", "t" * 16, "ONCRMDEALUPDATE",
+                         "9" * 30, ""])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.one_of(_SECTION, _WORD), min_size=1, max_size=5), _WORD), max_size=10))
+def test_webhook_parsers_on_any_form_raise_only_api_errors(pairs: list[tuple[list[str], str]]) -> None:
+    body = "&".join(parts[0] + "".join(f"[{p}]" for p in parts[1:]) + "=" + quote(value) for parts, value in pairs)
+    try:
+        form = parse_form(body.encode())
+    except FormError:
+        return
+    _webhook_parsers_raise_only_api_errors(form)
+
+
+def _webhook_parsers_raise_only_api_errors(form: dict[str, object]) -> None:
+    for step in (lambda: webhook_amocrm.check_account(form, CONNECTION), lambda: webhook_amocrm.parse(form),
+                 lambda: webhook_bitrix24.token_matches(form, CONNECTION), lambda: webhook_bitrix24.parse(form)):
+        try:
+            step()
+        except ApiError as exc:
+            assert 400 <= exc.status < 500 and exc.detail

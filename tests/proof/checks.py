@@ -31,6 +31,7 @@ SECRETS = {
     "Meta ad account token": META_TOKEN, "Meta user token": USER_TOKEN, "Evolution webhook secret": WEBHOOK_SECRET,
     "amoCRM webhook secret": AMO_SECRET, "Bitrix24 application token": B24_APP_TOKEN,
     "amoCRM access token": "amo-long-lived-token", "Evolution api key": "instance-api-key", "LLM key": LLM_KEY,
+    "metrics token": "proof-metrics-token-0123456789",
 }
 
 

@@ -40,10 +40,13 @@ class DbDownParams:
 
 
 async def _health(http: aiohttp.ClientSession, url: str) -> int | str:
+    """The status; a 503 whose body is more than the fixed word (an exception's name or text) is reported as such."""
     try:
         async with http.get(f"{url}/healthz") as resp:
+            if resp.status == 503 and await resp.json() != {"status": "unavailable"}:
+                return f"503 naming internals: {(await resp.text())[:100]}"
             return resp.status
-    except (aiohttp.ClientError, OSError, TimeoutError):
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
         return "no answer"
 
 

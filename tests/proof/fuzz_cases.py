@@ -5,6 +5,11 @@ types, renew message ids and "poison" strings with a NUL or a lone UTF-16 surrog
 `\\ud83d`; a JavaScript string cut in the middle of an emoji produces one); forms are re-encoded with
 brackets percent-encoded or not, as both CRMs send them. Credentials and path ids are right 90 % of
 the time, so the parsers behind authentication are reached.
+
+`hostile` cases (issue 14) put in what json.loads or int() would accept or crash on but a webhook
+never carries: nesting up to a megabyte deep, `Infinity`/`NaN`/`1e400`, integers of up to 100,000
+digits, non-ASCII digits (`²`, Arabic-Indic) as numbers, form indexes and ids, form keys that are
+too long or too deeply bracketed, and more fields than the limit.
 """
 
 from __future__ import annotations
@@ -31,13 +36,20 @@ JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(TEXT, inner, max_size=4), max_leaves=12)
 
 
+# raw JSON number tokens json.dumps will not write (or write only for floats)
+RAW_NUMBERS = ["Infinity", "-Infinity", "NaN", "1e400", "-1e400", "9" * 5000, "9" * 100_000, "1" + "0" * 400 + ".5",
+               "²", "\u0663"]
+ODD_DIGITS = ["²", "٣", "١٧٧١٣٧٣٥٠٠", "1²", "9" * 5000, "０", "-0", "00"]
+RAW = "@raw-token@"
+
+
 @dataclass(frozen=True)
 class Case:
     route: str  # evolution | amocrm | bitrix24
     path: str
     body: bytes
     headers: dict[str, str]
-    how: str  # structured | bytes | generated
+    how: str  # structured | bytes | generated | hostile
 
 
 # --- building cases ---------------------------------------------------------------------------
@@ -112,8 +124,27 @@ def _mutate_bytes(draw: st.DrawFn, raw: bytes) -> bytes:
     return bytes(data)
 
 
+def _deep(draw: st.DrawFn) -> str:
+    """Nesting 13 to a million deep, as JSON text (json.dumps itself would recurse)."""
+    depth = draw(st.sampled_from([13, 33, 100, 999, 5000, 300_000]))
+    opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}")]))
+    return opener * depth + "1" + closer * draw(st.sampled_from([depth, depth, 0, depth - 1]))
+
+
+def _hostile_json(draw: st.DrawFn, doc: Any) -> bytes:
+    """`doc` with one value (a number field most often) replaced by a hostile raw token."""
+    targets = [p for p in _paths(doc) if p and not isinstance(_parent(doc, p)[p[-1]], dict | list)]
+    token = draw(st.sampled_from(RAW_NUMBERS)) if draw(st.booleans()) else _deep(draw)
+    if not targets:
+        return token.encode()
+    named = [p for p in targets if p[-1] in ("messageTimestamp", "low", "high", "fromMe", "id")]
+    path = draw(st.sampled_from(named or targets))
+    _parent(doc, path)[path[-1]] = RAW
+    return json.dumps(doc).replace(json.dumps(RAW), token, 1).encode()
+
+
 def _evolution(draw: st.DrawFn) -> tuple[bytes, str]:
-    how = draw(st.sampled_from(["structured", "structured", "bytes", "generated"]))
+    how = draw(st.sampled_from(["structured", "structured", "bytes", "generated", "hostile"]))
     doc = json.loads(draw(st.sampled_from(JSON_FIXTURES)).read_text(encoding="utf-8"))
     if how == "generated":
         doc = draw(JSON_VALUES | st.fixed_dictionaries(
@@ -124,16 +155,41 @@ def _evolution(draw: st.DrawFn) -> tuple[bytes, str]:
     if how == "structured":
         doc = _mutate_json(draw, doc)
         return json.dumps(doc).encode(), how
+    if how == "hostile":
+        return _hostile_json(draw, doc), how
     return _mutate_bytes(draw, json.dumps(doc).encode()), how
+
+
+def _hostile_form(draw: st.DrawFn, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Pairs with an odd digit as an index or id, an over-long or over-deep key, or too many fields."""
+    op = draw(st.sampled_from(["index", "id", "long key", "deep key", "fields"]))
+    i = draw(st.integers(0, max(len(pairs) - 1, 0)))
+    if op == "index" and pairs:
+        key = pairs[i][0]
+        pairs[i] = (key.replace("[0]", f"[{draw(st.sampled_from(ODD_DIGITS))}]", 1), pairs[i][1])
+    elif op == "id":
+        ids = [j for j, (k, _) in enumerate(pairs) if k.endswith(("[id]", "[ID]"))] or [i]
+        j = draw(st.sampled_from(ids))
+        if pairs:
+            pairs[j] = (pairs[j][0], draw(st.sampled_from(ODD_DIGITS)))
+    elif op == "long key":
+        pairs.insert(i, ("data" + "[x]" * draw(st.sampled_from([171, 1000, 100_000])), "1"))
+    elif op == "deep key":
+        pairs.insert(i, ("data" + "[x]" * draw(st.integers(12, 40)), "1"))
+    else:
+        pairs += [(f"f{n}", "1") for n in range(draw(st.sampled_from([19_000, 20_001, 60_000])))]
+    return pairs
 
 
 def _form(draw: st.DrawFn, crm: str) -> tuple[bytes, str]:
     raw = draw(st.sampled_from(FORM_FIXTURES[crm])).read_text(encoding="utf-8").strip()
-    how = draw(st.sampled_from(["structured", "structured", "bytes", "generated"]))
+    how = draw(st.sampled_from(["structured", "structured", "bytes", "generated", "hostile"]))
     if how == "bytes":
         return _mutate_bytes(draw, raw.encode()), how
     if how == "generated":
         pairs = draw(st.lists(st.tuples(TEXT, TEXT), max_size=8))
+    elif how == "hostile":
+        pairs = _hostile_form(draw, parse_qsl(raw, keep_blank_values=True))
     else:
         pairs = parse_qsl(raw, keep_blank_values=True)
         for _ in range(draw(st.integers(1, 4))):

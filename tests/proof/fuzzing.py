@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Outcome:
     status: int
     body: Any
     changed: bool
+    seconds: float = 0.0  # from sending the request to the end of the answer
     error: str = ""  # for a 5xx: the error type the service logged
 
 
@@ -88,14 +90,16 @@ class FuzzTarget:
 
     async def send(self, case: Case) -> Outcome:
         before = await self.fingerprint()
+        start = time.monotonic()
         async with self.http.post(self.url + case.path, data=case.body, headers=case.headers) as resp:
             raw = await resp.read()
             status = resp.status
+        seconds = time.monotonic() - start
         try:
             body = json.loads(raw)
         except ValueError:
             body = raw[:200]
-        return Outcome(status, body, await self.fingerprint() != before)
+        return Outcome(status, body, await self.fingerprint() != before, seconds)
 
     async def close(self) -> None:
         await self.stack.aclose()
@@ -124,6 +128,8 @@ def run_fuzz(params: FuzzParams, workdir: Path) -> Report:
     """Synchronous: hypothesis drives the cases; the app runs in a LoopThread."""
     report = Report(f"fuzzing ({params.cases} cases, every webhook route)")
     statuses: Counter[tuple[str, int]] = Counter()
+    hows: Counter[str] = Counter()
+    slowest: list[tuple[float, str]] = [(0.0, "")]
     failures: dict[str, Case] = {}
     loop = LoopThread()
     target = FuzzTarget(workdir)
@@ -139,6 +145,8 @@ def run_fuzz(params: FuzzParams, workdir: Path) -> Report:
             outcome.error = ", ".join(str(e.get("error_type") or e.get("event")) for e in logs
                                       if e.get("log_level") == "error")
         statuses[(case.route, outcome.status)] += 1
+        hows[case.how] += 1
+        slowest[0] = max(slowest[0], (outcome.seconds, f"{case.route} {case.how} {len(case.body):,} bytes"))
         problem = judge(case, outcome)
         if problem and problem not in failures:
             failures[problem] = case
@@ -157,6 +165,8 @@ def run_fuzz(params: FuzzParams, workdir: Path) -> Report:
         "5xx answers": sum(n for (_, s), n in statuses.items() if s >= 500),
         "accepted (200)": sum(n for (_, s), n in statuses.items() if s == 200),
         "rejected (4xx)": sum(n for (_, s), n in statuses.items() if 400 <= s < 500),
+        "cases by kind": dict(sorted(hows.items())),
+        "max answer time (s)": f"{slowest[0][0]:.3f} ({slowest[0][1]})",
     })
     for problem, case in failures.items():
         report.problems.append(f"{problem}: path {case.path}, headers {case.headers}, body {case.body[:2000]!r}")

@@ -1,7 +1,11 @@
 """Scenario 6, security, against `qualibot serve` as a process: every webhook route refuses a missing
 or wrong credential (401/403; an unknown instance or connection is 404), refuses an oversized
-body (413, also when it comes chunked without a Content-Length), writes nothing for any of
-those, and neither its logs nor /metrics hold a token, a secret or a full phone number.
+body (413, also when it comes chunked without a Content-Length), refuses hostile input with a 400
+(issue 14: megabyte form keys, too many fields, deep JSON, `Infinity`/`NaN`/`1e400`/100,000-digit
+numbers, `²` as an index or id), writes nothing for any of those, answers each in time linear in
+its size (the slowest answer is a figure), cuts off clients that send headers or a body slowly while
+serving others, keeps /metrics behind its token, and neither its logs nor /metrics hold a token, a
+secret or a full phone number.
 
 Wrong credentials are built by extending the real ones (`<secret>-wrong`), so a service that
 echoed a presented credential into its logs would be caught by the scan for the real secret.
@@ -9,11 +13,13 @@ echoed a presented credential into its logs would be caught by the scan for the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -31,7 +37,10 @@ from tests.proof.traffic import FIXTURES, fixture
 from tests.seed import AMO_SECRET, B24_APP_TOKEN, WEBHOOK_SECRET
 
 PHONE = "79161112233"
-LIMIT = 65536  # QUALIBOT_MAX_BODY_BYTES (and QUALIBOT_EVOLUTION_MAX_BODY_BYTES) of the process under test
+LIMIT = 2 * 1024 * 1024  # QUALIBOT_MAX_BODY_BYTES (and _EVOLUTION_) of the process under test: megabyte bodies reach the parsers
+METRICS_TOKEN = SECRETS["metrics token"]
+SLOW_SECONDS = 1.0  # QUALIBOT_HEADER_TIMEOUT_SECONDS and QUALIBOT_BODY_TIMEOUT_SECONDS of the process
+MB = 1024 * 1024
 
 
 def jwt(secret: str, claims: dict[str, Any]) -> str:
@@ -76,6 +85,44 @@ class Probe:
     headers: dict[str, str]
     expect: tuple[int, ...]
     chunked: bool = False
+    method: str = "POST"
+
+
+def with_timestamp(raw: str) -> bytes:
+    """The Evolution probe body with `messageTimestamp` as this raw JSON text."""
+    return re.sub(rb'"messageTimestamp": -?\d+', b'"messageTimestamp": ' + raw.encode(), evolution_body(), count=1)
+
+
+def hostile() -> list[Probe]:
+    """Issue 14: input json.loads, int() or the form parser would choke on, with the right credentials."""
+    ok = {"Content-Type": "application/json", "X-Webhook-Secret": WEBHOOK_SECRET}
+    form_ct = {"Content-Type": "application/x-www-form-urlencoded"}
+    b24, amo = "/webhooks/bitrix24/b24-main", "/webhooks/amocrm/amo-main/" + AMO_SECRET
+    found = [
+        Probe("Bitrix24: 1 MB form body, one key of a megabyte (was quadratic: 25 s)", b24,
+              b24_body() + b"&data" + b"[x]" * (MB // 3) + b"=1", form_ct, (400,)),
+        Probe("Bitrix24: 1 MB form body of 200,000 fields", b24, b24_body() + b"&f=1" * (MB // 5), form_ct, (400,)),
+        Probe("Bitrix24: key nested 13 deep", b24, b24_body() + b"&data" + b"[x]" * 13 + b"=1", form_ct, (400,)),
+        Probe("Bitrix24: `²` as the entity id", b24,
+              b24_body().replace(b"data[FIELDS][ID]=759", "data[FIELDS][ID]=²".encode()), form_ct, (400,)),
+        Probe("amoCRM: `²` as an entity index", amo, amo_body().replace(b"[add][0]", "[add][²]".encode()), form_ct,
+              (400,)),
+        Probe("amoCRM: 1 MB form body, one key of a megabyte", amo, amo_body() + b"&leads" + b"[x]" * (MB // 3) + b"=1",
+              form_ct, (400,)),
+        Probe("evolution: 1 MB of `[` (was a RecursionError: 500)", "/webhooks/evolution", b"[" * MB, ok, (400,)),
+        Probe("evolution: 1 MB of `{\"a\":` nesting", "/webhooks/evolution", b'{"a":' * (MB // 5), ok, (400,)),
+    ]
+    deep_head = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
+    found.append(Probe("evolution: bearer JWT whose header is 5,000 `[` (was a RecursionError: 500)",
+                       "/webhooks/evolution", evolution_body(),
+                       {"Content-Type": "application/json", "Authorization": f"Bearer {deep_head}.e30.c2ln"}, (401,)))
+    for raw in ("Infinity", "-Infinity", "NaN", "1e400", "9" * 100_000):
+        found.append(Probe(f"evolution: messageTimestamp {raw[:12]}{'...' if len(raw) > 12 else ''}",
+                           "/webhooks/evolution", with_timestamp(raw), ok, (400,)))
+    found.append(Probe("/metrics without its token", "/metrics", b"", {}, (401,), method="GET"))
+    found.append(Probe("/metrics with a wrong token", "/metrics", b"",
+                       {"Authorization": f"Bearer {METRICS_TOKEN}-wrong"}, (401,), method="GET"))
+    return found
 
 
 def probes() -> list[Probe]:
@@ -153,10 +200,55 @@ async def fingerprint(pool: asyncpg.Pool) -> tuple[Any, ...]:
 async def _send(http: aiohttp.ClientSession, url: str, probe: Probe) -> tuple[int, Any]:
     data: Any = _chunks(probe.body) if probe.chunked else probe.body
     try:
-        async with http.post(url + probe.path, data=data, headers=probe.headers) as resp:
+        async with http.request(probe.method, url + probe.path, data=data or None, headers=probe.headers) as resp:
             return resp.status, await resp.json(content_type=None)
     except (aiohttp.ClientError, ValueError) as exc:
         return 0, repr(exc)
+
+
+async def _served(http: aiohttp.ClientSession, url: str) -> bool:
+    async with http.get(url + "/healthz") as resp:
+        return resp.status == 200
+
+
+async def slow_clients(http: aiohttp.ClientSession, url: str) -> dict[str, str]:
+    """A client that trickles its headers is closed without an answer, one that trickles its body gets
+    408 and is closed; a normal request is served meanwhile. Answers: what each slow client got."""
+    host, port = url.removeprefix("http://").split(":")
+    body = evolution_body()
+    head = (b"POST /webhooks/evolution HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Webhook-Secret: " + WEBHOOK_SECRET.encode() + b"\r\n")
+    found: dict[str, str] = {}
+    for what, first, rest in (
+        ("slow headers", head, [b"X-Slow-%d: y\r\n" % n for n in range(2000)]),
+        ("slow body", head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:10], [bytes([b]) for b in body[10:]]),
+    ):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(first)
+
+        async def trickle(pieces: list[bytes], writer: asyncio.StreamWriter = writer) -> None:
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+
+        dripping = asyncio.create_task(trickle(rest))
+        start = time.monotonic()
+        try:
+            served = await _served(http, url)
+            answer = await asyncio.wait_for(reader.read(65536), timeout=30 * SLOW_SECONDS)
+            answered = time.monotonic() - start
+            await asyncio.wait_for(reader.read(), timeout=30 * SLOW_SECONDS)  # aiohttp lingers up to 10 s
+            status = answer[9:12].decode() if answer.startswith(b"HTTP/1.1 ") else "closed without an answer"
+            found[what] = (f"{status} after {answered:.1f} s, closed after {time.monotonic() - start:.1f} s; "
+                           f"a normal request meanwhile: {'200' if served else 'failed'}")
+        except TimeoutError:
+            found[what] = "still open"
+        finally:
+            dripping.cancel()
+            await asyncio.gather(dripping, return_exceptions=True)
+            writer.close()
+    return found
 
 
 async def run_security(workdir: Path, other_logs: Iterable[Path] = ()) -> Report:
@@ -164,15 +256,20 @@ async def run_security(workdir: Path, other_logs: Iterable[Path] = ()) -> Report
     async with running_peers() as peers, scenario_database(workdir, peers.evolution.url) as (dsn, pool):
         env = service_env(database_url=dsn, data_dir=workdir / "data", llm_url=peers.llm.base_url,
                           llm_key=LLM_KEY, graph_url=peers.graph.url, QUALIBOT_MAX_BODY_BYTES=str(LIMIT),
-                          QUALIBOT_EVOLUTION_MAX_BODY_BYTES=str(LIMIT))
+                          QUALIBOT_EVOLUTION_MAX_BODY_BYTES=str(LIMIT),
+                          QUALIBOT_METRICS_TOKEN=METRICS_TOKEN, QUALIBOT_HEADER_TIMEOUT_SECONDS=str(SLOW_SECONDS),
+                          QUALIBOT_BODY_TIMEOUT_SECONDS=str(SLOW_SECONDS))
         service = ServiceProcess("security-serve", ["serve", "--no-workers"], env, workdir)
         await service.start()
         answers: dict[str, Any] = {}
+        slowest = (0.0, "")
         try:
             async with aiohttp.ClientSession() as http:
-                for probe in probes():
+                for probe in probes() + hostile():
                     before = await fingerprint(pool)
+                    start = time.monotonic()
                     status, body = await _send(http, service.url, probe)
+                    slowest = max(slowest, (time.monotonic() - start, probe.what))
                     answers[probe.what] = status
                     report.check(status in probe.expect, f"{probe.what} ({probe.path}): {status} {body}, "
                                  f"expected {probe.expect}")
@@ -181,16 +278,28 @@ async def run_security(workdir: Path, other_logs: Iterable[Path] = ()) -> Report
                 for probe in controls():
                     status, body = await _send(http, service.url, probe)
                     report.check(status == 200, f"control {probe.what}: {status} {body}")
-                async with http.get(service.url + "/metrics") as resp:
+                before = await fingerprint(pool)
+                slow = await slow_clients(http, service.url)
+                report.check(await fingerprint(pool) == before, "a slow client's request wrote rows")
+                report.check(slow.get("slow headers", "").startswith("closed without an answer")
+                             and slow.get("slow body", "").startswith("408"), f"slow clients: {slow}")
+                report.check(all(v.endswith("meanwhile: 200") for v in slow.values()),
+                             f"a normal request was not served while slow clients held connections: {slow}")
+                async with http.get(service.url + "/metrics",
+                                    headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as resp:
+                    report.check(resp.status == 200, f"/metrics with its token: {resp.status}")
                     metrics = await resp.text()
         finally:
             await service.stop()
         leaks = [what for what, secret in SECRETS.items() if secret in metrics]
         leaks += ["phone"] if PHONE in metrics else []
         report.check(not leaks, f"/metrics shows {leaks}")
-        refused = sum(1 for s in answers.values() if s in (401, 403, 404, 405, 413))
-        report.figures.update({"probes": len(answers), "refused as expected": refused,
-                               "answers": {k: v for k, v in answers.items()}})
+        expected = {p.what: p.expect for p in probes() + hostile()}
+        refused = sum(1 for what, s in answers.items() if s in expected[what])
+        report.figures.update({"probes": len(answers) + len(slow), "answered as expected": refused + sum(
+            1 for v in slow.values() if v.startswith(("408", "closed"))),
+                               "max answer time (s)": f"{slowest[0]:.3f} ({slowest[1]})",
+                               "answers": {k: v for k, v in answers.items()}, "slow clients": slow})
         check_logs(report, service.logs, [PHONE], label=" (this process)")
         check_logs(report, list(other_logs), _scenario_phones(), label=" (every scenario of this run)")
     return report.finish()
