@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,10 @@ class Settings(BaseSettings):
     crm_max_queue_seconds: float = Field(default=10.0, gt=0)
     # a failed or throttled CRM read is retried after base * 2^(attempt-1) seconds (max 10 min)
     crm_retry_base_seconds: float = Field(default=5.0, gt=0)
+
+    # --- LLM structured output (issue 13.4) ---
+    # auto: json_schema, stepping down to json_object, then a JSON instruction, when the server refuses
+    llm_structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
 
     @field_validator("log_level")
     @classmethod
