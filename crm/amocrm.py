@@ -55,7 +55,7 @@ class AmoClient:
                                 timeout_seconds=self.timeout, headers=headers, params=params, max_wait=max_wait)
             if answer.status == 429:
                 pause = answer.retry_after or THROTTLE_PAUSE * 2 ** (attempt - 1)
-                self.limiter.pause(pause)
+                await self.limiter.pause(pause)
                 if attempt < THROTTLE_TRIES:
                     continue  # the next acquire waits out the pause
                 raise CrmThrottled(CRM, f"amoCRM at {host_of(self.base_url)} answered 429 Too Many "

@@ -65,7 +65,7 @@ class BitrixClient:
             error = _error(answer)
             if answer.status == 503 and error[0] == "QUERY_LIMIT_EXCEEDED":
                 pause = answer.retry_after or THROTTLE_PAUSE * 2 ** (attempt - 1)
-                self.limiter.pause(pause)
+                await self.limiter.pause(pause)
                 if attempt < THROTTLE_TRIES:
                     continue
                 raise CrmThrottled(CRM, f"Bitrix24 at {self.host} answered QUERY_LIMIT_EXCEEDED "

@@ -19,7 +19,7 @@ from crm.connections import Connection, CrmDirection, crm_directions, load_conne
 from crm.entity import CrmRecord
 from crm.linking import LinkedDialog, Links, find_links, normalize_all, unlinked_reason
 from crm.matching import label_fields, levels_reached
-from crm.ratelimit import limiters
+from crm.ratelimit import RateLimiter
 from crm.transport import host_of
 from qualification import door
 
@@ -49,13 +49,13 @@ async def read_entity(
     if connection.type == "amocrm":
         if not connection.base_url or not connection.access_token:
             raise ValueError(f"amoCRM connection {connection.id} has no base_url or access_token")
-        limiter = limiters(ctx).get(f"amocrm:{connection.id}", connection.rate)
+        limiter = RateLimiter(ctx.pool, f"amocrm:{connection.id}", connection.rate)
         amo = amocrm.AmoClient(ctx.http, connection.base_url, connection.access_token, limiter, timeout, max_wait)
         return await amocrm.read_entity(amo, entity_type, entity_id)
     if not connection.rest_url:
         raise ValueError(f"Bitrix24 connection {connection.id} has no rest_url")
     # the bucket is the portal's, whoever's webhook URL is used
-    limiter = limiters(ctx).get(f"bitrix24:{host_of(connection.rest_url)}", connection.rate)
+    limiter = RateLimiter(ctx.pool, f"bitrix24:{host_of(connection.rest_url)}", connection.rate)
     b24 = bitrix24.BitrixClient(ctx.http, connection.rest_url, limiter, timeout, max_wait)
     labels = label_fields(cfgs for d in directions for cfgs in d.fields.values())
     return await bitrix24.read_entity(b24, entity_type, entity_id, labels)
