@@ -27,7 +27,7 @@ import asyncio
 from core.jobs import Executor
 
 # spacing is this much wider than 1/rate, so arrival jitter at the CRM never looks like a burst
-MARGIN = 0.05
+MARGIN = 0.1
 
 _RESERVE_SQL = """
 INSERT INTO crm_rate_slots AS s (key, next_at)
