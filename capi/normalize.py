@@ -1,4 +1,4 @@
-"""Customer information as Meta wants it: normalised, then SHA-256 hex (reference meta-capi.md §3).
+r"""Customer information as Meta wants it: normalised, then SHA-256 hex (reference meta-capi.md §3).
 
 - phone: through `core.phones` to international digits with the account's default region
   (`8 (916) 123-45-67` in RU → `79161234567`), then hashed;

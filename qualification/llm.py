@@ -48,7 +48,7 @@ from __future__ import annotations
 import json
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar, get_args
 
 import openai
@@ -196,6 +196,7 @@ async def ask(
     cap = capability(llm, model)
     for _ in range(ADAPTATIONS + 1):
         mode: Mode = cap.mode if structured == "auto" else structured
+        sent = replace(cap)
         try:
             completion = await llm.chat.completions.create(
                 model=model, timeout=request_timeout,  # the SDK's per-request HTTP timeout
@@ -203,6 +204,8 @@ async def ask(
             )
         except openai.APIStatusError as exc:
             text = server_text(exc, llm.api_key)
+            if cap != sent:  # a concurrent call learnt something meanwhile: try with that first
+                continue
             change = _adapt(cap, exc, structured)
             if change is None:
                 raise _status_error(exc, text, mode, structured) from None

@@ -5,6 +5,7 @@ REFUSALS cites each body)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from structlog.testing import capture_logs
 
 from core.context import AppContext
 from qualification.jobs import qualify_dialog
-from qualification.llm import LLMCallError, ask, extract_json
+from qualification.llm import LLMCallError, ask, capability, extract_json
 from qualification.verdict import Verdict
 from tests.fakes.llm import FakeLLM
 from tests.qualification.helpers import dialog_row, job_for, make_dialog, recorded_levels, verdict
@@ -68,6 +69,15 @@ async def test_structured_output_steps_down_and_remembers(
     other_model = await ask(llm, model="other", messages=MESSAGES, schema=Verdict, max_tokens=400,
                             request_timeout=5)
     assert other_model[0].is_interested and formats(server)[len(modes) + 1] == "json_schema"  # per model
+
+
+async def test_concurrent_calls_learn_one_step_not_one_each(server: FakeLLM) -> None:
+    server.refuses = {"json_schema"}
+    llm = client(server)
+    answers = await asyncio.gather(*(call(llm) for _ in range(6)))
+    assert all(a.is_interested for a in answers)
+    assert capability(llm, "m").mode == "json_object"  # six refusals of json_schema: one step down
+    assert None not in formats(server)
 
 
 async def test_reasoning_model_gets_max_completion_tokens_and_its_default_temperature(server: FakeLLM) -> None:
