@@ -1,8 +1,10 @@
-"""Customer information as Meta wants it: normalised, then SHA-256 hex (reference meta-capi.md §3).
+r"""Customer information as Meta wants it: normalised, then SHA-256 hex (reference meta-capi.md §3).
 
 - phone: through `core.phones` to international digits with the account's default region
   (`8 (916) 123-45-67` in RU → `79161234567`), then hashed;
-- email: trimmed and lower-cased, then hashed;
+- email: trimmed and lower-cased, then hashed, as facebook-python-business-sdk 25.0.2
+  serverside/normalize.py does for `em` (`data.lower().strip()`, then `.+@.+\..+`); ours also
+  refuses whitespace or a second `@` inside (a typo in a CRM, far more often than a quoted name);
 - a value that already is a SHA-256 hex digest passes through (lower-cased), never hashed twice;
 - `ctwa_clid` and `whatsapp_business_account_id` are identifiers Meta wants raw: never hashed here.
 """

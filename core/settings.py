@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     # secrets (issue 14.2): how often a serving process reloads every configured secret value, so
     # logs and stored peer answers lose a token set by another process's `config apply`
     secrets_refresh_seconds: float = Field(default=10.0, gt=0)
+
+    # --- LLM structured output (issue 13.4) ---
+    # auto: json_schema, stepping down to json_object, then a JSON instruction, when the server refuses
+    llm_structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
 
     @field_validator("log_level")
     @classmethod

@@ -55,7 +55,7 @@ class AmoClient:
                                 timeout_seconds=self.timeout, headers=headers, params=params, max_wait=max_wait)
             if answer.status == 429:
                 pause = answer.retry_after or THROTTLE_PAUSE * 2 ** (attempt - 1)
-                self.limiter.pause(pause)
+                await self.limiter.pause(pause)
                 if attempt < THROTTLE_TRIES:
                     continue  # the next acquire waits out the pause
                 raise CrmThrottled(CRM, f"amoCRM at {host_of(self.base_url)} answered 429 Too Many "
@@ -104,16 +104,26 @@ def field_set(entity_type: str, entity: dict[str, Any]) -> FieldSet:
     return fs
 
 
-def phones(entity: dict[str, Any]) -> list[str]:
-    """Every value of the entity's PHONE field (system field code PHONE, a multitext)."""
+def _multitext(entity: dict[str, Any], field_code: str) -> list[str]:
+    """Every value of a system multitext field: `{"field_code": "PHONE"|"EMAIL", "values": [{"value",
+    "enum_id", "enum_code": "WORK"}]}` (amocrm-api-php 1.9.0 MultitextCustomFieldValueModel,
+    examples/contacts_actions.php reads the email field by fieldCode EMAIL)."""
     found: list[str] = []
     for cf in entity.get("custom_fields_values") or []:
-        if isinstance(cf, dict) and cf.get("field_code") == "PHONE":
+        if isinstance(cf, dict) and cf.get("field_code") == field_code:
             for v in cf.get("values") or []:
                 value = v.get("value") if isinstance(v, dict) else v
                 if value is not None and str(value).strip():
                     found.append(str(value))
     return found
+
+
+def phones(entity: dict[str, Any]) -> list[str]:
+    return _multitext(entity, "PHONE")
+
+
+def emails(entity: dict[str, Any]) -> list[str]:
+    return _multitext(entity, "EMAIL")
 
 
 def main_contact_id(lead: dict[str, Any]) -> str | None:
@@ -124,7 +134,7 @@ def main_contact_id(lead: dict[str, Any]) -> str | None:
 
 
 async def read_entity(client: AmoClient, entity_type: str, entity_id: str) -> CrmRecord | None:
-    """The entity's fields and phones (a lead's phones and fields of its main contact too);
+    """The entity's fields, phones and emails (a lead's from its main contact, with its fields);
     None when amoCRM no longer has it."""
     if entity_type == "lead":
         lead = await client.lead(entity_id)
@@ -137,10 +147,12 @@ async def read_entity(client: AmoClient, entity_type: str, entity_id: str) -> Cr
             if contact is not None:
                 record.field_sets.append(field_set("contact", contact))
                 record.phones.extend(phones(contact))
+                record.emails.extend(emails(contact))
         return record
     if entity_type in ("contact", "company"):
         entity = await (client.contact(entity_id) if entity_type == "contact" else client.company(entity_id))
         if entity is None:
             return None
-        return CrmRecord(CRM, entity_type, entity_id, [field_set(entity_type, entity)], phones(entity))
+        return CrmRecord(CRM, entity_type, entity_id, [field_set(entity_type, entity)], phones(entity),
+                         emails(entity))
     raise ValueError(f"amoCRM has no entity type {entity_type!r}")

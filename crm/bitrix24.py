@@ -65,7 +65,7 @@ class BitrixClient:
             error = _error(answer)
             if answer.status == 503 and error[0] == "QUERY_LIMIT_EXCEEDED":
                 pause = answer.retry_after or THROTTLE_PAUSE * 2 ** (attempt - 1)
-                self.limiter.pause(pause)
+                await self.limiter.pause(pause)
                 if attempt < THROTTLE_TRIES:
                     continue
                 raise CrmThrottled(CRM, f"Bitrix24 at {self.host} answered QUERY_LIMIT_EXCEEDED "
@@ -132,11 +132,21 @@ def field_set(entity_type: str, entity: dict[str, Any], labels: dict[str, dict[s
     return fs
 
 
-def phones(entity: dict[str, Any]) -> list[str]:
+def _multifield(entity: dict[str, Any], name: str) -> list[str]:
+    """The values of a multifield, `[{ID, VALUE_TYPE, VALUE, TYPE_ID}]` (b24phpsdk 1.9.0
+    src/Services/CRM/Common/Result/SystemFields/Types/Email.php, Phone.php)."""
     return [
-        str(p["VALUE"]) for p in entity.get("PHONE") or []
+        str(p["VALUE"]) for p in entity.get(name) or []
         if isinstance(p, dict) and p.get("VALUE") is not None and str(p["VALUE"]).strip()
     ]
+
+
+def phones(entity: dict[str, Any]) -> list[str]:
+    return _multifield(entity, "PHONE")
+
+
+def emails(entity: dict[str, Any]) -> list[str]:
+    return _multifield(entity, "EMAIL")
 
 
 def _contact_id(entity: dict[str, Any]) -> str | None:
@@ -148,8 +158,8 @@ def _contact_id(entity: dict[str, Any]) -> str | None:
 async def read_entity(
     client: BitrixClient, entity_type: str, entity_id: str, label_fields: Collection[str] = ()
 ) -> CrmRecord | None:
-    """The entity's fields and phones; a deal's phones (and fields) come from its CONTACT_ID, a
-    lead's from its PHONE (or its contact when it has none). None when the entity is gone.
+    """The entity's fields, phones and emails; a deal's phones (and fields, emails) come from its
+    CONTACT_ID, a lead's from its PHONE (or its contact when it has none). None when the entity is gone.
     `label_fields`: configured fields matched by item text, which needs the user-field lists."""
     if entity_type not in ("deal", "lead", "contact"):
         raise ValueError(f"Bitrix24 entity type {entity_type!r} is not synced")
@@ -157,13 +167,14 @@ async def read_entity(
     if entity is None:
         return None
     record = CrmRecord(CRM, entity_type, entity_id, [await _fields(client, entity_type, entity, label_fields)],
-                       phones(entity))
+                       phones(entity), emails(entity))
     contact_id = _contact_id(entity) if entity_type != "contact" else None
     if contact_id is not None and (entity_type == "deal" or not record.phones):
         contact = await client.get("contact", contact_id)
         if contact is not None:
             record.field_sets.append(await _fields(client, "contact", contact, label_fields))
             record.phones.extend(phones(contact))
+            record.emails.extend(emails(contact))
     return record
 
 

@@ -1,4 +1,4 @@
-"""A CRM entity as the matcher sees it: field values per entity, and its phone numbers.
+"""A CRM entity as the matcher sees it: field values per entity, its phone numbers and emails.
 
 Both CRMs are read into this one shape, so matching and linking know nothing of either API.
 A value keeps what the CRM sent (`value`) plus, for list fields, the item id (`enum_id`, always a
@@ -45,3 +45,4 @@ class CrmRecord:
     entity_id: str
     field_sets: list[FieldSet]
     phones: list[str]  # as the CRM wrote them; normalised by the sync
+    emails: list[str] = field(default_factory=list)  # as the CRM wrote them, in its order

@@ -1,28 +1,48 @@
-"""Per-CRM request pacing, shared by every sync job of one process.
+"""CRM request pacing for the whole deployment, coordinated through PostgreSQL.
 
 amoCRM allows 7 requests/s per integration and Bitrix24 drains 2 requests/s per portal; both
-punish bursts (429, then 403 for amoCRM; 503 QUERY_LIMIT_EXCEEDED for Bitrix24). Each limiter
-spaces requests at least `1 / rate` seconds apart (plus a small margin for network jitter), and a
-throttling answer pauses it for everyone who shares it.
+punish bursts (429, then 403 for amoCRM; 503 QUERY_LIMIT_EXCEEDED for Bitrix24), and both count
+every request of the account, whichever qualibot process sent it. So the pace is kept in the
+database every process shares, in `crm_rate_slots` (migrations/010_llm_crm.sql), one row per
+bucket ("amocrm:<connection>", "bitrix24:<portal host>").
 
-The limiters of one app live in a `LimiterRegistry` attached to the app's HTTP session (the
-session lives exactly as long as the app, and AppContext, a plain dataclass, is not hashable),
-through a WeakKeyDictionary: two apps in one process never share or leak limiters. Several
-processes each pace themselves; run fewer sync workers per CRM or lower
-`crm_connections.rate_limit_per_second` when many processes share one integration.
+How: virtual scheduling (GCRA with a burst of one). The row holds the earliest moment the next
+request may go out. A request reserves its moment with ONE statement — an upsert that moves the
+row `interval` further on and returns how long to wait — then sleeps that long with no
+connection and no lock held. Why this and not the alternatives:
+- a token-bucket row or advisory-lock-guarded slots would need a transaction held across the
+  wait, or a poll loop; the reservation is one round trip per request (about a millisecond,
+  against a CRM request of 100 ms or more) and the row lock lasts only that statement;
+- even spacing at `(1 + MARGIN) / rate` never bursts, so no 1-second window at the CRM sees more
+  than `rate` requests, even from many processes; throughput stays within MARGIN of the limit;
+- the database's clock decides, so processes on different machines agree whatever their clocks.
+A throttling answer (`pause`) moves the row past the CRM's Retry-After for everyone. A reserved
+moment that is not used (a cancelled sync) is simply lost: the pace errs on the slow side.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 
-import aiohttp
-
-from core.context import AppContext
+from core.jobs import Executor
 
 # spacing is this much wider than 1/rate, so arrival jitter at the CRM never looks like a burst
-MARGIN = 0.05
+MARGIN = 0.1
+
+_RESERVE_SQL = """
+INSERT INTO crm_rate_slots AS s (key, next_at)
+VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+ON CONFLICT (key) DO UPDATE
+    SET next_at = GREATEST(s.next_at, clock_timestamp()) + make_interval(secs => $2)
+    WHERE $3::float8 IS NULL OR s.next_at <= clock_timestamp() + make_interval(secs => $3)
+RETURNING extract(epoch FROM s.next_at - clock_timestamp())::float8 - $2 AS wait"""
+
+_QUEUED_SQL = "SELECT extract(epoch FROM next_at - clock_timestamp())::float8 FROM crm_rate_slots WHERE key = $1"
+
+_PAUSE_SQL = """
+INSERT INTO crm_rate_slots AS s (key, next_at)
+VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(s.next_at, clock_timestamp() + make_interval(secs => $2))"""
 
 
 class Backlogged(Exception):
@@ -34,68 +54,29 @@ class Backlogged(Exception):
 
 
 class RateLimiter:
-    """At most `rate` requests per second, evenly spaced; `pause` holds everyone back."""
+    """At most `rate` requests per second for `key`, across every process on the database."""
 
-    def __init__(self, rate: float) -> None:
-        self._lock = asyncio.Lock()
-        self._next = 0.0
-        self._waiting = 0
+    def __init__(self, db: Executor, key: str, rate: float) -> None:
+        self.db = db
+        self.key = key
         self.rate = rate
         self.interval = (1.0 + MARGIN) / rate
 
-    def set_rate(self, rate: float) -> None:
-        self.rate = rate
-        self.interval = (1.0 + MARGIN) / rate
-
-    def expected_wait(self) -> float:
-        """Seconds a new caller would wait: the current gap plus everyone already queued."""
-        gap = self._next - asyncio.get_running_loop().time()
-        return max(gap, 0.0) + self._waiting * self.interval
-
-    async def acquire(self, max_wait: float | None = None) -> None:
-        """Wait for this caller's turn (first come, first served). With `max_wait`, raise
+    async def reserve(self, max_wait: float | None = None) -> float:
+        """Reserve the next moment; returns the seconds until it. With `max_wait`, raise
         Backlogged instead of queueing behind more than that, so a backlog of syncs hands its
         worker slots back (to chatbot replies, say) rather than sleeping in them."""
-        if max_wait is not None and (expected := self.expected_wait()) > max_wait:
-            raise Backlogged(expected)
-        loop = asyncio.get_running_loop()
-        self._waiting += 1
-        try:
-            async with self._lock:
-                # a pause() during the sleep moves _next; waiting for a moment in time, not an event
-                while (wait := self._next - loop.time()) > 0:  # noqa: ASYNC110
-                    await asyncio.sleep(wait)
-                self._next = loop.time() + self.interval
-        finally:
-            self._waiting -= 1
+        wait = await self.db.fetchval(_RESERVE_SQL, self.key, self.interval, max_wait)
+        if wait is None:  # the row is further out than max_wait
+            raise Backlogged(float(await self.db.fetchval(_QUEUED_SQL, self.key) or 0.0))
+        return max(float(wait), 0.0)
 
-    def pause(self, seconds: float) -> None:
-        """The CRM said "too many requests": nobody sharing this limiter sends for `seconds`."""
-        until = asyncio.get_running_loop().time() + seconds
-        self._next = max(self._next, until)
+    async def acquire(self, max_wait: float | None = None) -> None:
+        """Wait for this caller's turn."""
+        wait = await self.reserve(max_wait)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
-
-class LimiterRegistry:
-    """The limiters of one app, by key ("amocrm:<connection>", "bitrix24:<portal host>")."""
-
-    def __init__(self) -> None:
-        self._limiters: dict[str, RateLimiter] = {}
-
-    def get(self, key: str, rate: float) -> RateLimiter:
-        limiter = self._limiters.get(key)
-        if limiter is None:
-            limiter = self._limiters[key] = RateLimiter(rate)
-        elif limiter.rate != rate:  # the connection's configured rate changed since
-            limiter.set_rate(rate)
-        return limiter
-
-
-_REGISTRIES: weakref.WeakKeyDictionary[aiohttp.ClientSession, LimiterRegistry] = weakref.WeakKeyDictionary()
-
-
-def limiters(ctx: AppContext) -> LimiterRegistry:
-    """This app's limiter registry (created on first use, dropped with the app's HTTP session)."""
-    registry = _REGISTRIES.get(ctx.http)
-    if registry is None:
-        registry = _REGISTRIES[ctx.http] = LimiterRegistry()
-    return registry
+    async def pause(self, seconds: float) -> None:
+        """The CRM said "too many requests": nobody on this bucket sends for `seconds`."""
+        await self.db.execute(_PAUSE_SQL, self.key, seconds)

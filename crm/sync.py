@@ -1,5 +1,7 @@
 """The sync of one CRM entity: read it, match the CRM directions' fields, link it to WhatsApp
 dialogs by phone, and hand the reached levels to the qualification door in one transaction.
+The entity's first valid email becomes its WhatsApp leads' email in that same transaction, before
+the levels, so the events recorded carry it (hashed as `em`, see capi.payload).
 
 No database connection is held while the CRM is read (that can wait on the rate limiter)."""
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from capi.normalize import normalize_email
 from core.context import AppContext
 from core.logging import get_logger, mask_phone
 from crm import amocrm, bitrix24
@@ -16,7 +19,7 @@ from crm.connections import Connection, CrmDirection, crm_directions, load_conne
 from crm.entity import CrmRecord
 from crm.linking import LinkedDialog, Links, find_links, normalize_all, unlinked_reason
 from crm.matching import label_fields, levels_reached
-from crm.ratelimit import limiters
+from crm.ratelimit import RateLimiter
 from crm.transport import host_of
 from qualification import door
 
@@ -31,6 +34,7 @@ class SyncOutcome:
     levels: dict[str, list[int]] = field(default_factory=dict)  # direction → levels reached
     dialogs: list[int] = field(default_factory=list)  # dialogs the levels were recorded for
     unlinked: bool = False
+    emails_stored: int = 0  # WhatsApp leads whose email the CRM's changed
 
 
 def crm_entity(connection: Connection, entity_type: str, entity_id: str) -> str:
@@ -45,16 +49,36 @@ async def read_entity(
     if connection.type == "amocrm":
         if not connection.base_url or not connection.access_token:
             raise ValueError(f"amoCRM connection {connection.id} has no base_url or access_token")
-        limiter = limiters(ctx).get(f"amocrm:{connection.id}", connection.rate)
+        limiter = RateLimiter(ctx.pool, f"amocrm:{connection.id}", connection.rate)
         amo = amocrm.AmoClient(ctx.http, connection.base_url, connection.access_token, limiter, timeout, max_wait)
         return await amocrm.read_entity(amo, entity_type, entity_id)
     if not connection.rest_url:
         raise ValueError(f"Bitrix24 connection {connection.id} has no rest_url")
     # the bucket is the portal's, whoever's webhook URL is used
-    limiter = limiters(ctx).get(f"bitrix24:{host_of(connection.rest_url)}", connection.rate)
+    limiter = RateLimiter(ctx.pool, f"bitrix24:{host_of(connection.rest_url)}", connection.rate)
     b24 = bitrix24.BitrixClient(ctx.http, connection.rest_url, limiter, timeout, max_wait)
     labels = label_fields(cfgs for d in directions for cfgs in d.fields.values())
     return await bitrix24.read_entity(b24, entity_type, entity_id, labels)
+
+
+def first_email(raw: list[str]) -> str | None:
+    """The first of the CRM's emails that is an address, normalised as Meta wants (trimmed,
+    lower-cased); amoCRM and Bitrix24 list the main one first."""
+    return next((e for e in map(normalize_email, raw) if e is not None), None)
+
+
+async def store_email(conn: asyncpg.Connection, account_id: str, phones: list[str], email: str) -> int:
+    """The CRM's email becomes the email of the account's WhatsApp leads with these phones (the
+    CRM is where sales people keep it current; no email in the CRM leaves the lead's alone).
+    Returns how many leads changed."""
+    if not phones:
+        return 0
+    status = await conn.execute(
+        """UPDATE leads SET email = $3, updated_at = now()
+           WHERE account_id = $1 AND phone = ANY($2::text[]) AND email IS DISTINCT FROM $3""",
+        account_id, phones, email,
+    )
+    return int(status.split()[-1])
 
 
 def _applies(direction_id: str, dialog: LinkedDialog, crm_direction_ids: set[str]) -> bool:
@@ -105,9 +129,15 @@ async def sync_entity(ctx: AppContext, connection_id: str, entity_type: str, ent
         return outcome
     all_reached = {d.id: levels_reached(d.fields, entity) for d in directions}
     outcome.levels = {d: lv for d, lv in all_reached.items() if lv}
+    email = first_email(entity.emails)
     if not outcome.levels:
         log.info("crm.no_level_reached", crm_entity_id=crm_entity(connection, entity_type, entity_id))
-        return outcome
+        if email is None:
+            return outcome
     async with ctx.pool.acquire() as conn, conn.transaction():
-        await record_reached(conn, connection, entity, outcome.levels, {d.id for d in directions}, outcome)
+        if email is not None:
+            phones = normalize_all(entity.phones, connection.default_region)
+            outcome.emails_stored = await store_email(conn, connection.account_id, phones, email)
+        if outcome.levels:
+            await record_reached(conn, connection, entity, outcome.levels, {d.id for d in directions}, outcome)
     return outcome

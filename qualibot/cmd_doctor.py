@@ -19,14 +19,14 @@ from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.settings import Settings
 from qualibot.cli import CliError
 from qualibot.doctor import Finding, check_all, cross_account_findings, load, load_intake
-from qualibot.doctor_online import check_online
+from qualibot.doctor_online import check_evolution, check_online, load_instances
 
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "doctor", help="check tokens, datasets, event names and CRM settings of every direction",
     )
-    p.add_argument("--online", action="store_true", help="also ask the CRM and Meta whether the tokens work")
+    p.add_argument("--online", action="store_true", help="also ask the CRM, Meta and Evolution whether the tokens work")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="per request with --online (default 5)")
     p.set_defaults(func=run)
@@ -40,6 +40,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             dirs, not_analysed = await load(pool)
             intake = await load_intake(pool)
             crossed = await cross_account_findings(pool)
+            instances = await load_instances(pool) if args.online else []
     except UNAVAILABLE_ERRORS as exc:
         raise CliError(f"database unavailable: {type(exc).__name__}: {exc}") from None
     except asyncpg.UndefinedTableError:
@@ -47,6 +48,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     findings = crossed + check_all(dirs, settings, not_analysed, intake)
     if args.online and dirs:
         findings += await check_online(dirs, settings, args.timeout)
+    if instances:
+        findings += await check_evolution(instances, args.timeout)
     sys.stdout.write(render(findings))
     return 1 if any(f.severity == "ERROR" for f in findings) else 0
 

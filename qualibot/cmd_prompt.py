@@ -69,6 +69,7 @@ async def run_generate(args: argparse.Namespace, settings: Settings) -> int:
                 text = await generate_prompt(
                     llm, model=settings.llm_model, business=business, direction=direction["id"],
                     direction_name=direction["name"], request_timeout=max(settings.llm_timeout_seconds, 60.0),
+                    structured=settings.llm_structured,
                 )
             except PromptGenerationFailed as exc:
                 raise CliError(f"no prompt was generated: {exc}") from None

@@ -4,17 +4,21 @@ One read-only request per distinct credential, all at once, each bounded by a sh
 - Meta: `GET {META_GRAPH_URL}/{META_API_VERSION}/{pixel_id}?fields=id,name`, the token in an
   `Authorization: Bearer` header (never in the URL);
 - amoCRM: `GET {base_url}/api/v4/account` with `Authorization: Bearer`;
-- Bitrix24: `GET {rest_url}profile` (the webhook URL carries its secret, so only its host is shown).
+- Bitrix24: `GET {rest_url}profile` (the webhook URL carries its secret, so only its host is shown);
+- Evolution: `GET {api_url}/instance/connectionState/{instance}` with the `apikey` header, per
+  WhatsApp instance (`check_evolution`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
+import asyncpg
 
 from core.settings import Settings
 from qualibot.doctor import Direction, Finding, Severity, mask
@@ -124,3 +128,57 @@ def _bitrix_outcome(name: str, status: int, body: Any) -> Outcome:
     description = body.get("error_description") if isinstance(body, dict) else None
     what = ": ".join(str(x) for x in (error, description) if x) or "no error description"
     return "ERROR", f"{name}: Bitrix24 rejected the webhook (HTTP {status}, {what})"
+
+
+# --- Evolution: is each WhatsApp instance's key right and its phone connected? ----------------------
+# evolution-api 2.3.7 src/api/routes/instance.router.ts: GET /instance/connectionState/:instanceName
+# behind instanceExistsGuard (404), then authGuard.apikey (401 unless `apikey` is the global key or
+# the instance's token); src/api/controllers/instance.controller.ts connectionState answers
+# {"instance": {"instanceName", "state"}} with Baileys' state: open | connecting | close.
+STATE_OUTCOMES: dict[str, Outcome] = {
+    "open": ("OK", "the phone is connected (open)"),
+    "connecting": ("WARN", "the phone is connecting (connecting): if it stays so, scan the QR code again"),
+    "close": ("ERROR", "the phone is disconnected (close): no messages arrive and no replies go out until "
+                       "it is connected again (scan the QR code in Evolution)"),
+}
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    api_url: str
+    api_key: str
+
+
+async def load_instances(db: asyncpg.Pool) -> list[Instance]:
+    rows = await db.fetch("SELECT name, api_url, api_key FROM whatsapp_instances ORDER BY name")
+    return [Instance(r["name"], r["api_url"], r["api_key"]) for r in rows]
+
+
+async def check_evolution(instances: list[Instance], request_seconds: float) -> list[Finding]:
+    """One finding per instance (deployment-wide lines naming the instance), asked all at once."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=request_seconds)) as http:
+        outcomes = await asyncio.gather(*(_evolution(http, i, request_seconds) for i in instances))
+    return [Finding(severity, None, message) for severity, message in outcomes]
+
+
+async def _evolution(http: aiohttp.ClientSession, instance: Instance, request_seconds: float) -> Outcome:
+    where = urlsplit(instance.api_url).netloc or instance.api_url
+    name = f"WhatsApp instance {instance.name} (Evolution at {where})"
+    url = f"{instance.api_url.rstrip('/')}/instance/connectionState/{quote(instance.name, safe='')}"
+    try:
+        status, body = await _get(http, url, headers={"apikey": instance.api_key})
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return "ERROR", f"{name}: Evolution is unreachable: {_why(exc, request_seconds)}"
+    if status == 401:
+        return "ERROR", f"{name}: Evolution rejected the api_key {mask(instance.api_key)} (HTTP 401); " \
+            "set the instance's token (or the global key) as api_key and apply the config"
+    if status == 404:
+        return "ERROR", f"{name}: Evolution has no instance named {instance.name!r} (HTTP 404)"
+    answer = body.get("instance") if isinstance(body, dict) else None
+    if status != 200 or not isinstance(answer, dict):
+        return "ERROR", f"{name}: Evolution answered HTTP {status} without a connection state"
+    state = answer.get("state")
+    severity, meaning = STATE_OUTCOMES.get(str(state), (
+        "WARN", f"Evolution reports no known state ({state!r}): the instance may not be loaded; restart it"))
+    return severity, f"{name}: {meaning}"

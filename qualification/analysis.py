@@ -24,7 +24,7 @@ from openai.types import CompletionUsage
 
 from core.logging import get_logger
 from core.metrics import LLM_CALLS, LLM_TOKENS
-from qualification.llm import LLMCallError, ask
+from qualification.llm import LLMCallError, Structured, ask
 from qualification.prompt import Transcript, build_messages
 from qualification.verdict import Verdict
 
@@ -73,7 +73,7 @@ class _Tokens:
 
 async def analyse(
     llm: AsyncOpenAI, *, model: str, criteria: str, transcript: Transcript, direction: str,
-    request_timeout: float,
+    request_timeout: float, structured: Structured = "auto",
 ) -> Analysis:
     """Ask the model for a `Verdict` on `transcript`; raises `AnalysisFailed`."""
     messages = build_messages(criteria, transcript)
@@ -84,7 +84,8 @@ async def analyse(
     for attempt in range(1, ANALYSIS_ATTEMPTS + 1):
         try:
             verdict, used_model, usage = await ask(llm, model=model, messages=messages, schema=Verdict,
-                                                   max_tokens=max_tokens, request_timeout=request_timeout)
+                                                   max_tokens=max_tokens, request_timeout=request_timeout,
+                                                   structured=structured)
         except LLMCallError as exc:
             tokens.add(exc.usage)
             LLM_CALLS.labels(PURPOSE, direction, exc.outcome).inc()

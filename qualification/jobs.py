@@ -84,7 +84,8 @@ async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, s
     try:
         result = await analyse(llm, model=model, criteria=criteria,
                                transcript=transcript, direction=direction,
-                               request_timeout=ctx.settings.llm_timeout_seconds)
+                               request_timeout=ctx.settings.llm_timeout_seconds,
+                               structured=ctx.settings.llm_structured)
     except AnalysisFailed as exc:
         await mark_unanalysed(ctx.pool, state.id, "failed", f"{exc.reason} (after {exc.attempts} attempts)")
         retry = exc.retryable and job.attempts < FAILED_RUNS

@@ -14,7 +14,7 @@ from openai.types import CompletionUsage
 from pydantic import BaseModel, ConfigDict
 
 from core.metrics import LLM_CALLS, LLM_TOKENS
-from qualification.llm import LLMCallError, ask
+from qualification.llm import LLMCallError, Structured, ask
 from qualification.prompt import clean_text
 
 PURPOSE = "prompt"
@@ -81,7 +81,7 @@ def _problem(prompt: QualificationPrompt) -> str | None:
 
 async def generate_prompt(
     llm: AsyncOpenAI, *, model: str, business: str, direction: str, direction_name: str,
-    request_timeout: float,
+    request_timeout: float, structured: Structured = "auto",
 ) -> str:
     """The qualification prompt text for `business`; raises `PromptGenerationFailed`."""
     text = clean_text(business, MAX_BUSINESS_CHARS, keep_lines=True)
@@ -93,7 +93,7 @@ async def generate_prompt(
             await asyncio.sleep(0.5 * (attempt - 1))
         try:
             answer, _, usage = await ask(llm, model=model, messages=messages, schema=QualificationPrompt,
-                                         max_tokens=2000, request_timeout=request_timeout)
+                                         max_tokens=2000, request_timeout=request_timeout, structured=structured)
         except LLMCallError as exc:
             _count(direction, exc.outcome, exc.usage)
             reason = exc.reason

@@ -199,3 +199,37 @@ class FakeEvolution(FakeServer):
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         return web.json_response(answer, status=201)
+
+
+# --- GET /instance/connectionState/{instance}, for `doctor --online` ---------------------------------
+# evolution-api 2.3.7: src/api/routes/instance.router.ts runs the guards instanceExistsGuard (404
+# `The "<name>" instance does not exist`), instanceLoggedGuard, then authGuard.apikey (401
+# Unauthorized unless the `apikey` header is the global key or the instance's token), and
+# src/api/controllers/instance.controller.ts connectionState answers 200 {"instance": {"instanceName",
+# "state"}}, state being Baileys' connection state open | connecting | close (undefined, so absent,
+# for an instance stored but not loaded).
+@dataclass
+class ConnectionStates:
+    """What the route answers per instance (absent: "open"; None: no state) and what it was asked."""
+
+    states: dict[str, str | None] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+def serve_connection_state(fake: FakeEvolution) -> ConnectionStates:
+    """Adds the route to `fake` (before `start()`)."""
+    served = ConnectionStates()
+
+    async def connection_state(request: web.Request) -> web.Response:
+        instance = request.match_info["instance"]
+        served.requests.append({"instance": instance, "apikey": request.headers.get("apikey")})
+        if instance not in fake.instances:
+            return _error(404, "Not Found", [f'The "{instance}" instance does not exist'])
+        if request.headers.get("apikey") != fake.api_key:
+            return _error(401, "Unauthorized", "Unauthorized")
+        state = served.states.get(instance, "open")
+        body: dict[str, Any] = {"instanceName": instance} | ({} if state is None else {"state": state})
+        return web.json_response({"instance": body})
+
+    fake.app.router.add_get("/instance/connectionState/{instance}", connection_state)
+    return served

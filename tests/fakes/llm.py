@@ -7,6 +7,15 @@
 - a `float` under key `"delay"` together with `"content"`: answer after sleeping (timeouts).
 The default responder answers "Hello!" to everything.
 Tokens are counted as characters / 4, the same for every policy, so ratios are comparable.
+
+Kinds of server (`refuses`, `wrap`), each answering as the real one does (bodies cited at `REFUSALS`):
+- `refuses` holds what the server rejects before answering: "json_schema" (OpenAI on a model
+  without Structured Outputs), "response_format" (any response_format at all), "llamacpp_schema"
+  (an old llama.cpp server: 500 on json_schema), "max_tokens" and "temperature" (OpenAI's
+  reasoning models); `refused` counts those answers;
+- `wrap` dresses the content the way loose servers do: "fenced" (```json … ```), "prose" (a
+  sentence before and after the object), "think" (a `<think>` block first, as reasoning models
+  served by llama.cpp or vLLM without a reasoning parser write).
 """
 
 from __future__ import annotations
@@ -22,6 +31,57 @@ from aiohttp import web
 from tests.fakes.server import FakeServer
 
 Responder = Callable[[dict[str, Any]], Any]
+
+# (status, error object) per refusal; the SDK puts the `error` object in APIStatusError.body
+REFUSALS: dict[str, tuple[int, dict[str, Any]]] = {
+    # langchain-ai/langchain#31490 (OpenAI, gpt-4o via Azure)
+    "json_schema": (400, {"message": "Invalid parameter: 'response_format' of type 'json_schema' is not supported "
+                                     "with this model. Learn more about supported models at the Structured Outputs "
+                                     "guide: https://platform.openai.com/docs/guides/structured-outputs",
+                          "type": "invalid_request_error", "param": None, "code": None}),
+    # mrwadams/stride-gpt#19 (OpenAI-compatible Azure and Google hosts)
+    "response_format": (400, {"message": "Invalid parameter: 'response_format' of type 'json_object' is not "
+                                         "supported with this model.", "type": "invalid_request_error",
+                              "param": "response_format", "code": None}),
+    # ikawrakow/ik_llama.cpp#778 (llama.cpp server before json_schema support)
+    "llamacpp_schema": (500, {"code": 500, "message": 'response_format type must be one of "text" or '
+                                                      '"json_object", but got: json_schema', "type": "server_error"}),
+    # griptape-ai/ComfyUI-Griptape#312 (gpt-5, o-series)
+    "max_tokens": (400, {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                                    "'max_completion_tokens' instead.", "type": "invalid_request_error",
+                         "param": "max_tokens", "code": "unsupported_parameter"}),
+    # OpenHands/OpenHands#4131 (o1-mini)
+    "temperature": (400, {"message": "Unsupported value: 'temperature' does not support 0 with this model. Only the "
+                                     "default (1) value is supported.", "type": "invalid_request_error",
+                          "param": "temperature", "code": "unsupported_value"}),
+}
+
+
+def refusal_of(kinds: set[str], body: dict[str, Any]) -> str | None:
+    """Which of `kinds` this request runs into, if any."""
+    response_format = body.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if "response_format" in kinds and response_format is not None:
+        return "response_format"
+    if kind == "json_schema":
+        for name in ("json_schema", "llamacpp_schema"):
+            if name in kinds:
+                return name
+    if "max_tokens" in kinds and "max_tokens" in body:
+        return "max_tokens"
+    if "temperature" in kinds and body.get("temperature", 1) != 1:
+        return "temperature"
+    return None
+
+
+def wrapped(content: str, wrap: str | None) -> str:
+    if wrap == "fenced":
+        return f"```json\n{content}\n```"
+    if wrap == "prose":
+        return f"Here is my assessment of the dialog:\n{content}\nLet me know if you need anything else."
+    if wrap == "think":
+        return f"<think>The client wrote {{\"maybe\": true}}; let me decide.</think>\n{content}"
+    return content
 
 
 def _count_tokens(text: str) -> int:
@@ -45,6 +105,9 @@ class FakeLLM(FakeServer):
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.refuses: set[str] = set()
+        self.refused = 0
+        self.wrap: str | None = None
         super().__init__()
 
     @property
@@ -58,6 +121,11 @@ class FakeLLM(FakeServer):
         body = await request.json()
         self.requests.append({"headers": dict(request.headers), "json": body})
         self.calls += 1
+        refused = refusal_of(self.refuses, body)
+        if refused is not None:
+            self.refused += 1
+            status, error = REFUSALS[refused]
+            return web.json_response({"error": error}, status=status)
         answer = self.responder(body)
         if asyncio.iscoroutine(answer):
             answer = await answer
@@ -78,6 +146,8 @@ class FakeLLM(FakeServer):
             content = answer
         if content is not None and not isinstance(content, str):
             content = json.dumps(content)
+        if content is not None:
+            content = wrapped(content, self.wrap)
         prompt_tokens = _count_tokens(prompt_text(body))
         completion_tokens = _count_tokens(content or refusal or "")
         self.prompt_tokens += prompt_tokens

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import asyncpg
 import pytest
 
+from tests.fakes.evolution import FakeEvolution, serve_connection_state
+from tests.ops import test_doctor
 from tests.ops.conftest import Qualibot
 from tests.ops.fakes import FakeAmoCRM, FakeBitrix24, FakeMetaGraph
 from tests.ops.test_doctor import LLM_KEY, clean_config, lines
-from tests.seed import META_TOKEN, PIXEL_ID, seed
+from tests.seed import META_TOKEN, PIXEL_ID, seed, tenant_config
 
 AMO_TOKEN = "amo-long-lived-token"  # tests/seed.py's amoCRM connection
 B24_CODE = "webhookcode"
@@ -23,9 +26,14 @@ async def meta(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMetaGraph]:
     fake = FakeMetaGraph(META_TOKEN, {PIXEL_ID: "Smile Clinic WhatsApp"})
     monkeypatch.setenv("META_GRAPH_URL", await fake.start())
     monkeypatch.setenv("OPENAI_API_KEY", LLM_KEY)
+    # --online asks Evolution too (tests/ops/test_doctor_evolution.py): a connected instance here
+    evolution = FakeEvolution()
+    serve_connection_state(evolution)
+    monkeypatch.setattr(test_doctor, "tenant_config", partial(tenant_config, evolution_url=await evolution.start()))
     try:
         yield fake
     finally:
+        await evolution.stop()
         await fake.stop()
 
 
