@@ -37,7 +37,7 @@ from tests.proof.traffic import FIXTURES, fixture
 from tests.seed import AMO_SECRET, B24_APP_TOKEN, WEBHOOK_SECRET
 
 PHONE = "79161112233"
-LIMIT = 2 * 1024 * 1024  # QUALIBOT_MAX_BODY_BYTES (and _EVOLUTION_) of the process under test: megabyte bodies reach the parsers
+LIMIT = 2 * 1024 * 1024  # QUALIBOT_MAX_BODY_BYTES and _EVOLUTION_ of the process: megabyte bodies reach parsers
 METRICS_TOKEN = SECRETS["metrics token"]
 SLOW_SECONDS = 1.0  # QUALIBOT_HEADER_TIMEOUT_SECONDS and QUALIBOT_BODY_TIMEOUT_SECONDS of the process
 MB = 1024 * 1024
