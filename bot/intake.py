@@ -37,8 +37,8 @@ MAX_ATTEMPTS = 3
 
 _INSERT = """
     INSERT INTO messages (instance_name, message_id, role, text, media_type, sent_at,
-                          contact, is_lid, push_name, referral)
-    SELECT i.name, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb
+                          contact, is_lid, push_name, referral, lid)
+    SELECT i.name, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11
     FROM whatsapp_instances i WHERE i.name = $1 {extra}
     ON CONFLICT (instance_name, message_id) DO NOTHING
     RETURNING id
@@ -82,7 +82,7 @@ def referral_record(ref: Referral | None) -> dict[str, Any] | None:
 def _statement(instance: Instance, m: Message) -> tuple[str, list[Any]]:
     role = "operator" if m.from_me else "client"
     args = [instance.name, m.message_id, role, m.text, m.media_type, m.sent_at,
-            m.contact, m.is_lid, m.push_name, referral_record(m.referral)]  # the pool encodes jsonb
+            m.contact, m.is_lid, m.push_name, referral_record(m.referral), m.lid]  # the pool encodes jsonb
     return (OPERATOR_SQL if m.from_me else CLIENT_SQL), args
 
 

@@ -69,6 +69,7 @@ class Message:
     media_type: str | None
     sent_at: datetime
     referral: Referral | None
+    lid: str | None = None  # the chat's LID when the key names it beside the phone (see lid_beside)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,18 @@ def _contact(key: dict[str, Any]) -> tuple[str, bool]:
     if remote and "@" not in remote and remote.lstrip("+").isdigit():
         return _phone(remote.lstrip("+")), False
     raise BadEvent("data.key.remoteJid is not a WhatsApp chat id")
+
+
+def lid_beside(key: dict[str, Any]) -> str | None:
+    """The LID a phone-addressed key also names: `remoteJid` in 2.3.5-2.3.6 and before 2.3.1 (with
+    `senderPn`), `remoteJidAlt` in 2.4.0-rc2 (swapped, `addressingMode: "pn"`), `previousRemoteJid`
+    in 2.3.1-2.3.4 (evolution-api whatsapp.baileys.service.ts, messages.upsert handler, at those
+    tags). 2.3.7 overwrites `remoteJid` with `remoteJidAlt` and sends no LID at all."""
+    for name in ("remoteJid", "remoteJidAlt", "previousRemoteJid"):
+        jid = as_text(key.get(name))
+        if jid and jid.endswith(LID_SUFFIX) and 0 < len(_jid_user(jid)) <= MAX_CONTACT:
+            return _jid_user(jid)
+    return None
 
 
 def _unwrap(message: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +246,7 @@ def parse_message(data: Any, *, ads: bool = True) -> Message | Ignored:
         media_type=content[1],
         sent_at=timestamp(data.get("messageTimestamp")),
         referral=find_referral(data) if ads and not from_me else None,
+        lid=None if is_lid else lid_beside(key),
     )
 
 
