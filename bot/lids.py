@@ -46,8 +46,8 @@ WHERE m.id = ANY ($1::bigint[]) AND m.lid IS NOT NULL
 ORDER BY w.instance_name, w.lid
 """
 RENAME_LEAD_SQL = """
-UPDATE leads SET phone = $3, is_lid = false, updated_at = now()
-WHERE id = $4 AND NOT EXISTS (SELECT 1 FROM leads WHERE instance_name = $1 AND phone = $3)
+UPDATE leads SET phone = $2, is_lid = false, updated_at = now()
+WHERE id = $3 AND NOT EXISTS (SELECT 1 FROM leads WHERE instance_name = $1 AND phone = $2)
 RETURNING id
 """
 MERGE_LEAD_SQL = f"""
@@ -95,7 +95,7 @@ async def link(conn: asyncpg.Connection, ids: list[int]) -> None:
 
 async def merge(conn: asyncpg.Connection, instance: str, lid: str, phone: str, lid_lead: int) -> None:
     """Make the chat recorded under `lid` the chat of `phone` (step 3)."""
-    lead = await conn.fetchval(RENAME_LEAD_SQL, instance, lid, phone, lid_lead)
+    lead = await conn.fetchval(RENAME_LEAD_SQL, instance, phone, lid_lead)
     renamed = lead is not None
     if not renamed:
         lead = await conn.fetchval(MERGE_LEAD_SQL, phone, lid_lead)
