@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     crm_max_queue_seconds: float = Field(default=10.0, gt=0)
     # a failed or throttled CRM read is retried after base * 2^(attempt-1) seconds (max 10 min)
     crm_retry_base_seconds: float = Field(default=5.0, gt=0)
+    # Click-id drift (issue 12.9): an instance that had chats from ads and has none among its last
+    # this many new chats is reported by `qualibot doctor`; /metrics shows the share per instance
+    click_id_drift_chats: int = Field(default=20, ge=1)
 
     @field_validator("log_level")
     @classmethod

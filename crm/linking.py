@@ -14,7 +14,6 @@ import asyncpg
 
 from core.phones import normalize_phone
 
-
 # the keys of the given phones, as one array the index is probed with
 KEYS = "ANY (ARRAY(SELECT whatsapp_phone_key(p) FROM unnest($2::text[]) p))"
 

@@ -45,3 +45,7 @@ ALTER TABLE account_directions
     ADD COLUMN reply_to text NOT NULL DEFAULT 'all' CHECK (reply_to IN ('all', 'ad_leads', 'off')),
     -- "analyse" is a reserved word in PostgreSQL
     ADD COLUMN analyse_dialogs text NOT NULL DEFAULT 'ad_leads' CHECK (analyse_dialogs IN ('ad_leads', 'all'));
+
+-- Click-id drift: "did this instance ever have a chat from an ad" without reading its whole history
+-- (only leads with a referral are in this index, so intake without ads pays nothing for it)
+CREATE INDEX leads_instance_referral ON leads (instance_name, id) WHERE referral IS NOT NULL;

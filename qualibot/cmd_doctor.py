@@ -15,10 +15,11 @@ from typing import Any
 
 import asyncpg
 
+from bot.drift import referral_shares
 from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.settings import Settings
 from qualibot.cli import CliError
-from qualibot.doctor import Finding, check_all, load, load_intake
+from qualibot.doctor import Finding, check_all, check_drift, check_undirected, load, load_intake, load_undirected
 from qualibot.doctor_online import check_online
 
 
@@ -39,11 +40,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         async with open_pool(settings, max_size=1) as pool:
             dirs, not_analysed = await load(pool)
             intake = await load_intake(pool)
+            undirected = await load_undirected(pool)
+            shares = await referral_shares(pool, settings.click_id_drift_chats)
     except UNAVAILABLE_ERRORS as exc:
         raise CliError(f"database unavailable: {type(exc).__name__}: {exc}") from None
     except asyncpg.UndefinedTableError:
         raise CliError("the database has no qualibot tables: run `qualibot migrate` first") from None
     findings = check_all(dirs, settings, not_analysed, intake)
+    findings += check_undirected(undirected) + check_drift(shares, settings.click_id_drift_chats)
     if args.online and dirs:
         findings += await check_online(dirs, settings, args.timeout)
     sys.stdout.write(render(findings))
