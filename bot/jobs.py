@@ -4,7 +4,8 @@ The intake drain debounces it per dialog (buffer seconds of quiet, at most buffe
 first message). A message of the chat still waiting for the drain means the burst is not over:
 the run stops there, and the drain queues the next one when it links that message.
 It answers the burst unless a human operator took over (the dialog is paused), the direction's
-`reply_to` withholds it (`bot.operator`), or no LLM is configured, then enqueues the dialog's qualification, which happens in every case.
+`reply_to` withholds it (`bot.operator`), or no LLM is configured, then enqueues the dialog's
+qualification, which happens in every case.
 A reply is recorded before it is sent and keyed on the burst, so it is sent at most once; Evolution's
 errors are recorded on the message and not retried (a timed-out send may have been delivered).
 LLM errors are retried a few times with the job's backoff, then the burst goes unanswered.

@@ -99,14 +99,14 @@ async def test_an_instance_whose_new_chats_stop_bringing_referrals_is_reported_a
         await post_all(url, [ad_message("3A5CDRIFT000", "5511900000000")])
         await wait_for(lambda: leads(1), what="the ad chat's lead")
         assert await share() == 1.0
-        code, out = await qualibot(database_url, "doctor", QUALIBOT_CLICK_ID_DRIFT_CHATS=str(window))
+        _, out = await qualibot(database_url, "doctor", QUALIBOT_CLICK_ID_DRIFT_CHATS=str(window))
         assert "new chats arrived with an ad referral" not in out
         # then chats keep coming, and none brings ad data (Evolution 2.4 drops a text's ad context)
         await post_all(url, [text_message(f"551190000000{i}", "Olá! Quero saber mais sobre isso.", f"3EB0DRIFT{i}")
                              for i in range(1, window + 1)])
         await wait_for(lambda: leads(window + 1), what="the new chats' leads")
         assert await share() == 0.0
-    code, out = await qualibot(database_url, "doctor", QUALIBOT_CLICK_ID_DRIFT_CHATS=str(window))
+    _, out = await qualibot(database_url, "doctor", QUALIBOT_CLICK_ID_DRIFT_CHATS=str(window))
     [line] = [x for x in out.splitlines() if "WhatsApp instance clinic-main:" in x]
     assert line.startswith("WARN ") and (f"clinic-main: none of its last {window} new chats arrived with an "
                                          "ad referral (click id), though earlier chats did") in line

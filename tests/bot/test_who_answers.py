@@ -111,7 +111,8 @@ async def test_bot_resume_ends_an_operator_pause_early(
 
 
 async def test_bot_resume_names_what_it_could_not_find(seeded: asyncpg.Pool, database_url: str) -> None:
-    code, _, err = await qualibot(database_url, "bot", "resume", "--instance", "clinic-main", "--phone", "+7 916 000-00-09")
+    code, _, err = await qualibot(database_url, "bot", "resume", "--instance", "clinic-main",
+                                  "--phone", "+7 916 000-00-09")
     assert code == 1 and "no chat with '+7 916 000-00-09' on instance 'clinic-main'" in err
     code, _, err = await qualibot(database_url, "bot", "resume", "--instance", "nope", "--phone", AD_PHONE)
     assert code == 2 and "--instance: no WhatsApp instance 'nope'" in err
