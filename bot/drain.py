@@ -3,13 +3,13 @@
 The webhook (`bot.intake`) stores each message alone and answers; this loop, run by every worker
 (`core.jobs` loops), takes the waiting messages (dialog_id NULL) in arrival order, up to `BATCH`
 at a time, and in one transaction:
+0. only when the batch names a WhatsApp LID: learns LID → phone mappings, gives LID-only messages
+   their phone, and merges a chat recorded under a LID into its phone's lead and dialog (`bot.lids`);
 1. upserts one lead per chat: phone, push name, and the ad referral, where the first referral wins
    (one with a click id replaces one without); its direction is the one whose `ad_ids` hold the
    ad, else the instance's default;
 2. upserts the dialog (`dialog_analysis`): client messages count and open a burst, an operator
    message pauses the bot for `operator_pause_hours`;
-0. (only when the batch names a LID) learns LID → phone mappings, gives LID-only messages their
-   phone, and merges a chat recorded under a LID into its phone's lead and dialog (`bot.lids`);
 3. sets the messages' dialog_id and debounces each dialog's job like `core.jobs.enqueue(key=
    "dialog:<id>", mode="debounce", delay=buffer, max_wait=buffer_max)`, from the messages' own
    receipt times (set-wise, with `core.jobs.keyed_conflict`, the queue's own conflict rule).

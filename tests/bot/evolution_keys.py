@@ -42,13 +42,16 @@ def key(shape: str, message_id: str, *, phone: str, lid: str = LID, from_me: boo
 
 
 def upsert(shape: str, message_id: str, text: str, *, phone: str, lid: str = LID, ad: bool = False,
-           instance: str = "clinic-main") -> dict[str, Any]:
+           ad_id: str | None = None, instance: str = "clinic-main") -> dict[str, Any]:
+    """A text message of `shape`'s key; `ad`: with the CTWA fixture's ad context (`ad_id`: another ad)."""
     body = copy.deepcopy(load("text-2.3.7.json"))
     body["instance"] = instance
     body["data"]["key"] = key(shape, message_id, phone=phone, lid=lid)
     body["data"]["message"] = {"conversation": text}
     if ad:
         body["data"]["contextInfo"] = copy.deepcopy(load("ctwa-text-2.3.7.json")["data"]["contextInfo"])
+        if ad_id is not None:
+            body["data"]["contextInfo"]["externalAdReply"]["sourceId"] = ad_id
     return body
 
 

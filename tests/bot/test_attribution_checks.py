@@ -5,12 +5,7 @@ Messages: the 2.3.7 text and CTWA fixtures (real captures; evolution-api.md §2 
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,32 +13,19 @@ import asyncpg
 
 from core.settings import Settings
 from qualibot.app import create_app
-from tests.bot.conftest import bot_tenant, load, text_message
+from tests.bot.cli import qualibot
+from tests.bot.conftest import bot_tenant, text_message
+from tests.bot.evolution_keys import upsert
 from tests.fakes.evolution import FakeEvolution
 from tests.helpers import running, wait_for
 from tests.seed import WEBHOOK_SECRET, seed
 
-ROOT = Path(__file__).resolve().parents[2]
 METRIC = "qualibot_new_chats_with_referral_ratio"
 
 
-async def qualibot(database_url: str, *args: str, **env: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qualibot", *args, cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
-
-def ad_message(message_id: str, phone: str, ad_id: str = "120239177205810192") -> dict[str, Any]:
-    body = copy.deepcopy(load("ctwa-text-2.3.7.json"))
-    jid = f"{phone}@s.whatsapp.net"
-    body["data"]["key"].update(id=message_id, remoteJid=jid, remoteJidAlt=jid)
-    body["data"]["contextInfo"]["externalAdReply"]["sourceId"] = ad_id
-    return body
+def ad_message(message_id: str, phone: str, ad_id: str | None = None) -> dict[str, Any]:
+    return upsert("2.3.7", message_id, "Olá! Quero saber mais sobre isso.", phone=phone, ad=True, ad_id=ad_id)
 
 
 async def post_all(url: str, bodies: list[dict[str, Any]]) -> None:
@@ -73,7 +55,7 @@ async def test_a_dialog_of_no_direction_gets_a_skipped_row_naming_the_instance_a
     assert (row["event_level"], row["direction_id"]) == (1, None)
     assert "WhatsApp instance 'clinic-main' has no default_direction" in row["error"]
     assert "its ad 999000111 is in no direction's ad_ids" in row["error"]
-    code, out = await qualibot(database_url, "doctor")
+    code, out, _ = await qualibot(database_url, "doctor")
     assert code == 1
     [line] = [x for x in out.splitlines() if "WhatsApp instance clinic-main:" in x]
     assert line.startswith("ERROR ") and "clinic-main: 1 dialog(s) belong to no direction" in line
@@ -99,14 +81,14 @@ async def test_an_instance_whose_new_chats_stop_bringing_referrals_is_reported_a
         await post_all(url, [ad_message("3A5CDRIFT000", "5511900000000")])
         await wait_for(lambda: leads(1), what="the ad chat's lead")
         assert await share() == 1.0
-        _, out = await qualibot(database_url, "doctor", QUALIBOT_CLICK_ID_DRIFT_CHATS=str(window))
+        _, out, _ = await qualibot(database_url, "doctor", QUALIBOT_CLICK_ID_DRIFT_CHATS=str(window))
         assert "new chats arrived with an ad referral" not in out
         # then chats keep coming, and none brings ad data (Evolution 2.4 drops a text's ad context)
         await post_all(url, [text_message(f"551190000000{i}", "Olá! Quero saber mais sobre isso.", f"3EB0DRIFT{i}")
                              for i in range(1, window + 1)])
         await wait_for(lambda: leads(window + 1), what="the new chats' leads")
         assert await share() == 0.0
-    _, out = await qualibot(database_url, "doctor", QUALIBOT_CLICK_ID_DRIFT_CHATS=str(window))
+    _, out, _ = await qualibot(database_url, "doctor", QUALIBOT_CLICK_ID_DRIFT_CHATS=str(window))
     [line] = [x for x in out.splitlines() if "WhatsApp instance clinic-main:" in x]
     assert line.startswith("WARN ") and (f"clinic-main: none of its last {window} new chats arrived with an "
                                          "ad referral (click id), though earlier chats did") in line

@@ -6,13 +6,8 @@ Through the real webhook route, drain and worker. Messages: the 2.3.7 text and C
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import json
-import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,22 +16,20 @@ from prometheus_client import REGISTRY
 
 from core.settings import Settings
 from qualibot.app import create_app
-from tests.bot.conftest import StartBot, bot_tenant, load, text_message
+from tests.bot.cli import qualibot
+from tests.bot.conftest import StartBot, bot_tenant, text_message
+from tests.bot.evolution_keys import upsert
 from tests.fakes.evolution import FakeEvolution
 from tests.fakes.llm import FakeLLM, prompt_text
 from tests.helpers import running, wait_for
 from tests.seed import WEBHOOK_SECRET, seed
 
-ROOT = Path(__file__).resolve().parents[2]
 AD_PHONE = "5511988887777"  # the CTWA fixture's chat
 PATIENT = "79160000001"
 
 
 def ad_message(message_id: str, text: str) -> dict[str, Any]:
-    body = copy.deepcopy(load("ctwa-text-2.3.7.json"))
-    body["data"]["key"]["id"] = message_id
-    body["data"]["message"]["conversation"] = text
-    return body
+    return upsert("2.3.7", message_id, text, phone=AD_PHONE, ad=True)
 
 
 async def configure(db: asyncpg.Pool, evolution_url: str, **direction: str) -> None:
@@ -79,15 +72,6 @@ async def test_reply_to_off_answers_no_one(
     code, exported, _ = await qualibot(database_url, "config", "export")
     assert code == 0 and "reply_to: 'off'" in exported and "analyse: ad_leads" in exported
 
-
-async def qualibot(database_url: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qualibot", *args, cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_bot_resume_ends_an_operator_pause_early(
