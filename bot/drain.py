@@ -3,6 +3,8 @@
 The webhook (`bot.intake`) stores each message alone and answers; this loop, run by every worker
 (`core.jobs` loops), takes the waiting messages (dialog_id NULL) in arrival order, up to `BATCH`
 at a time, and in one transaction:
+0. only when the batch names a WhatsApp LID: learns LID → phone mappings, gives LID-only messages
+   their phone, and merges a chat recorded under a LID into its phone's lead and dialog (`bot.lids`);
 1. upserts one lead per chat: phone, push name, and the ad referral, where the first referral wins
    (one with a click id replaces one without); its direction is the one whose `ad_ids` hold the
    ad, else the instance's default;
@@ -26,7 +28,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from bot import lids
 from bot.intake import DIALOG_JOB
+from bot.leads import AD_DIRECTION, LEAD_CONFLICT
 from core.context import AppContext
 from core.jobs import keyed_conflict
 from core.logging import get_logger
@@ -47,20 +51,12 @@ LOCK_KEY = 7_301_001  # pg advisory lock: one drain at a time across processes
 # deterministic problems of the data itself (SQLSTATE classes 22, 23, 54): retrying cannot help
 DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
 
-_TAKE = ("(EXCLUDED.referral IS NOT NULL AND (l.referral IS NULL"
-         " OR (l.ctwa_clid IS NULL AND EXCLUDED.ctwa_clid IS NOT NULL)))")
-_REFERRAL_COLUMNS = ("ctwa_clid", "ad_source_id", "ad_source_url", "ad_title", "ad_source_type",
-                     "referral", "referral_at")
-_REFERRAL_SET = ",\n        ".join(f"{c} = CASE WHEN {_TAKE} THEN EXCLUDED.{c} ELSE l.{c} END"
-                                   for c in _REFERRAL_COLUMNS)
-_AD_DIRECTION = """(SELECT ad.id FROM account_directions ad
-     WHERE ad.account_id = {account} AND {ad_id} = ANY (ad.ad_ids) ORDER BY ad.id LIMIT 1)"""
-
 CLAIM_SQL = """
 WITH lock AS (SELECT pg_try_advisory_xact_lock($2) AS ok)
 SELECT array_agg(w.id ORDER BY w.id) AS ids,
-       extract(epoch FROM clock_timestamp() - min(w.created_at))::float8 AS lag FROM (
-    SELECT m.id, m.created_at FROM messages m
+       extract(epoch FROM clock_timestamp() - min(w.created_at))::float8 AS lag,
+       COALESCE(bool_or(w.is_lid OR w.lid IS NOT NULL), false) AS lids FROM (
+    SELECT m.id, m.created_at, m.is_lid, m.lid FROM messages m
     WHERE m.dialog_id IS NULL AND m.intake_error IS NULL AND (SELECT ok FROM lock)
       AND EXISTS (SELECT 1 FROM whatsapp_instances i WHERE i.name = m.instance_name)
     ORDER BY m.id LIMIT $1
@@ -81,20 +77,13 @@ INSERT INTO leads AS l (account_id, instance_name, phone, is_lid, push_name, dir
                         ctwa_clid, ad_source_id, ad_source_url, ad_title, ad_source_type,
                         referral, referral_at)
 SELECT i.account_id, c.instance_name, c.contact, c.is_lid, c.push_name,
-       COALESCE({_AD_DIRECTION.format(account="i.account_id", ad_id="(c.ref->>'source_id')")},
+       COALESCE({AD_DIRECTION.format(account="i.account_id", ad_id="(c.ref->>'source_id')")},
                 i.default_direction_id),
        c.ref->>'ctwa_clid', c.ref->>'source_id', c.ref->>'source_url', c.ref->>'title', c.ref->>'source_type',
        c.ref->'record', (c.ref->>'at')::timestamptz
 FROM chats c JOIN whatsapp_instances i ON i.name = c.instance_name
 ORDER BY c.instance_name, c.contact
-ON CONFLICT (instance_name, phone) DO UPDATE SET
-    push_name = COALESCE(EXCLUDED.push_name, l.push_name),
-    {_REFERRAL_SET},
-    direction_id = CASE
-        WHEN {_TAKE} AND EXISTS {_AD_DIRECTION.format(account="l.account_id", ad_id="EXCLUDED.ad_source_id")}
-        THEN EXCLUDED.direction_id
-        ELSE COALESCE(l.direction_id, EXCLUDED.direction_id) END,
-    updated_at = now()
+{LEAD_CONFLICT}
 """
 
 DIALOGS_SQL = """
@@ -156,6 +145,8 @@ async def drain(pool: asyncpg.Pool, settings: Settings, batch: int = BATCH) -> i
             ids = list(claimed["ids"] or [])
             if not ids:
                 return 0
+            if claimed["lids"]:
+                await lids.link(conn, ids)
             await conn.execute(LEADS_SQL, ids)
             await conn.execute(DIALOGS_SQL, ids, settings.operator_pause_hours * 3600.0)
             await conn.execute(LINK_SQL, ids, DIALOG_JOB, settings.buffer_seconds, settings.buffer_max_seconds)

@@ -42,8 +42,8 @@ MAX_ATTEMPTS = 3
 
 _INSERT = """
     INSERT INTO messages (instance_name, message_id, role, text, media_type, sent_at,
-                          contact, is_lid, push_name, referral, ad_opaque)
-    SELECT i.name, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11
+                          contact, is_lid, push_name, referral, ad_opaque, lid)
+    SELECT i.name, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12
     FROM whatsapp_instances i WHERE i.name = $1 {extra}
     ON CONFLICT (instance_name, message_id) DO NOTHING
     RETURNING id
@@ -89,7 +89,7 @@ def _statement(instance: Instance, m: Message) -> tuple[str, list[Any]]:
     role = "operator" if m.from_me else "client"
     args = [instance.name, m.message_id, role, m.text, m.media_type, m.sent_at,
             m.contact, m.is_lid, m.push_name, referral_record(m.referral),  # the pool encodes jsonb
-            m.ad_opaque]
+            m.ad_opaque, m.lid]
     return (OPERATOR_SQL if m.from_me else CLIENT_SQL), args
 
 

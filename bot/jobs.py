@@ -3,8 +3,9 @@
 The intake drain debounces it per dialog (buffer seconds of quiet, at most buffer_max after the
 first message). A message of the chat still waiting for the drain means the burst is not over:
 the run stops there, and the drain queues the next one when it links that message.
-It answers the burst unless a human operator took over (the dialog is paused) or no LLM is
-configured, then enqueues the dialog's qualification, which happens in every case.
+It answers the burst unless a human operator took over (the dialog is paused), the direction's
+`reply_to` withholds it (`bot.operator`), or no LLM is configured, then enqueues the dialog's
+qualification, which happens in every case.
 A reply is recorded before it is sent and keyed on the burst, so it is sent at most once; Evolution's
 errors are recorded on the message and not retried (a timed-out send may have been delivered).
 LLM errors are retried a few times with the job's backoff, then the burst goes unanswered.
@@ -16,6 +17,7 @@ from bot import dialogs
 from bot.drain import DrainLoop
 from bot.evolution import EvolutionClient
 from bot.intake import DIALOG_JOB
+from bot.operator import reply_withheld
 from bot.reply import HISTORY_LIMIT, compose_reply
 from core.context import AppContext
 from core.jobs import Job, JobRegistry, Retry
@@ -35,6 +37,9 @@ async def answer_burst(ctx: AppContext, state: dialogs.DialogState, job: Job) ->
         return "nothing_to_answer"
     if state.paused:
         return "operator_active"
+    withheld = await reply_withheld(ctx.pool, state.id)
+    if withheld:
+        return withheld
     if ctx.llm is None:
         return "no_llm"
     if not state.api_url or not state.api_key:

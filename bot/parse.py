@@ -81,6 +81,7 @@ class Message:
     sent_at: datetime
     referral: Referral | None
     ad_opaque: bool = False  # Baileys' opaque ad fields (ctwaPayload / conversionData) were present
+    lid: str | None = None  # the chat's LID when the key names it beside the phone (see lid_beside)
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,18 @@ def _contact(key: dict[str, Any]) -> tuple[str, bool]:
     if remote and "@" not in remote and is_digits(remote.lstrip("+")):
         return _phone(remote.lstrip("+")), False
     raise BadEvent("data.key.remoteJid is not a WhatsApp chat id")
+
+
+def lid_beside(key: dict[str, Any]) -> str | None:
+    """The LID a phone-addressed key also names: `remoteJid` in 2.3.5-2.3.6 and before 2.3.1 (with
+    `senderPn`), `remoteJidAlt` in 2.4.0-rc2 (swapped, `addressingMode: "pn"`), `previousRemoteJid`
+    in 2.3.1-2.3.4 (evolution-api whatsapp.baileys.service.ts, messages.upsert handler, at those
+    tags). 2.3.7 overwrites `remoteJid` with `remoteJidAlt` and sends no LID at all."""
+    for name in ("remoteJid", "remoteJidAlt", "previousRemoteJid"):
+        jid = as_text(key.get(name))
+        if jid and jid.endswith(LID_SUFFIX) and 0 < len(_jid_user(jid)) <= MAX_CONTACT:
+            return _jid_user(jid)
+    return None
 
 
 def _unwrap(message: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +270,7 @@ def parse_message(data: Any, *, ads: bool = True, event: str = UPSERT) -> Messag
         sent_at=timestamp(data.get("messageTimestamp")),
         referral=find_referral(data) if ads and not from_me else None,
         ad_opaque=ads and not from_me and has_opaque_ad(data),
+        lid=None if is_lid else lid_beside(key),
     )
 
 

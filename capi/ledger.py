@@ -89,6 +89,47 @@ WHERE c.id = t.id AND c.attempts = t.attempts AND c.status = 'pending'
 RETURNING c.id"""
 
 
+# which of two rows for one level stays when two dialogs merge: what Meta already has, then what is
+# on its way (a claimed row may be in flight), then an error, then a skip; the older on a tie
+_KEEP_ORDER = ("CASE status WHEN 'success' THEN 0 WHEN 'pending' THEN 1 WHEN 'error' THEN 2 ELSE 3 END, "
+               "attempts DESC, id")
+_DROP_SQL = f"""
+WITH rows AS (
+    SELECT id, row_number() OVER (PARTITION BY event_level ORDER BY {_KEEP_ORDER}) AS rank,
+           first_value(event_id) OVER (PARTITION BY event_level ORDER BY {_KEEP_ORDER}) AS kept
+    FROM capi_events_log WHERE dialog_analysis_id IN ($1, $2)
+)
+UPDATE capi_events_log c
+SET dialog_analysis_id = NULL, status = CASE WHEN c.status = 'pending' THEN 'skipped' ELSE c.status END,
+    error = format('merged: dialog %s (the same person under another WhatsApp id) was merged into dialog %s, '
+                   'which keeps this level as event %s', $1::bigint, $2::bigint, r.kept),
+    hint = NULL, updated_at = now()
+FROM rows r WHERE c.id = r.id AND r.rank > 1"""
+# after the drop, what is left of from_dialog is the one row of its levels
+_MOVE_SQL = """
+UPDATE capi_events_log SET dialog_analysis_id = $2, contact_phone = COALESCE(contact_phone, $3), updated_at = now()
+WHERE dialog_analysis_id = $1"""
+_MERGED_FLAGS_SQL = f"""
+WITH p AS (
+    SELECT {_PER_DIALOG} FROM capi_events_log WHERE dialog_analysis_id = $1 AND status = 'success'
+)
+UPDATE dialog_analysis da SET {_SET_FLAGS}, updated_at = now() FROM p WHERE da.id = $1"""
+
+
+async def merge_dialog_events(conn: asyncpg.Connection, from_dialog: int, into_dialog: int,
+                              contact_phone: str | None) -> tuple[int, int]:
+    """Two dialogs turned out to be one person (a WhatsApp LID and its phone): move `from_dialog`'s
+    events to `into_dialog`, keeping one row per level — success, else pending, else error, else
+    skipped — and taking the others out of the dialog (a pending one becomes `skipped`, so it is
+    not sent; a claimed one is kept before an unclaimed one, as it may be in flight). The kept
+    successes set `into_dialog`'s sent flags. Inside the caller's transaction; returns
+    (dropped, moved)."""
+    dropped = await conn.execute(_DROP_SQL, from_dialog, into_dialog)
+    moved = await conn.execute(_MOVE_SQL, from_dialog, into_dialog, contact_phone)
+    await conn.execute(_MERGED_FLAGS_SQL, into_dialog)
+    return int(dropped.split()[-1]), int(moved.split()[-1])
+
+
 @dataclass(frozen=True)
 class Claimed:
     """One claimed row, with what its request needs."""

@@ -6,7 +6,7 @@ rendered by `GET /metrics`.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 WEBHOOKS = Counter(
     "qualibot_webhooks_total", "Webhooks received, by source and result", ["source", "result"]
@@ -30,4 +30,9 @@ INTAKE_DRAINED = Counter("qualibot_intake_drained_total", "Received WhatsApp mes
 INTAKE_LAG = Histogram(
     "qualibot_intake_lag_seconds", "Age of the oldest message of each intake batch when it was linked",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+NEW_CHATS_WITH_REFERRAL = Gauge(
+    "qualibot_new_chats_with_referral_ratio",
+    "Share of an instance's newest chats (QUALIBOT_CLICK_ID_DRIFT_CHATS) that arrived with an ad referral",
+    ["instance"],
 )

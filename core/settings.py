@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # --- LLM structured output (issue 13.4) ---
     # auto: json_schema, stepping down to json_object, then a JSON instruction, when the server refuses
     llm_structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
+    # Click-id drift (issue 12.9): an instance that had chats from ads and has none among its last
+    # this many new chats is reported by `qualibot doctor`; /metrics shows the share per instance
+    click_id_drift_chats: int = Field(default=20, ge=1)
 
     @field_validator("log_level")
     @classmethod

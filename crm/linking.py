@@ -1,4 +1,9 @@
-"""From a CRM entity's phones to the WhatsApp dialogs of the same account."""
+"""From a CRM entity's phones to the WhatsApp dialogs of the same account.
+
+Phones are compared the way WhatsApp identifies people: by `whatsapp_phone_key` (migration 008),
+so a CRM's `+55 31 98888-7777` finds the chat `553188887777` (Brazil's ninth digit, and Mexico's
+521/52 and Argentina's 549/54 likewise). `leads.phone_key` holds the key, indexed per account.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from core.phones import normalize_phone
+
+# the keys of the given phones, as one array the index is probed with
+KEYS = "ANY (ARRAY(SELECT whatsapp_phone_key(p) FROM unnest($2::text[]) p))"
 
 
 @dataclass(frozen=True)
@@ -39,15 +47,15 @@ async def find_links(conn: asyncpg.Connection, account_id: str, phones: list[str
     if not phones:
         return Links(phones, 0, [])
     lead_count = await conn.fetchval(
-        "SELECT count(*) FROM leads WHERE account_id = $1 AND phone = ANY($2::text[])", account_id, phones
+        f"SELECT count(*) FROM leads WHERE account_id = $1 AND phone_key = {KEYS}", account_id, phones
     )
     rows = await conn.fetch(
-        """SELECT DISTINCT d.id, d.direction_id, d.contact_phone
+        f"""SELECT DISTINCT d.id, d.direction_id, d.contact_phone
            FROM leads l
            JOIN dialog_analysis d
              ON d.account_id = l.account_id
             AND (d.lead_id = l.id OR (d.instance_name = l.instance_name AND d.contact_phone = l.phone))
-           WHERE l.account_id = $1 AND l.phone = ANY($2::text[])
+           WHERE l.account_id = $1 AND l.phone_key = {KEYS}
            ORDER BY d.id""",
         account_id, phones,
     )

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "qualibot.cmd_doctor",
     "qualibot.cmd_demo",
     "qualibot.cmd_capi",
+    "qualibot.cmd_bot",
 ]
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]

@@ -15,10 +15,20 @@ from typing import Any
 
 import asyncpg
 
+from bot.drift import referral_shares
 from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.settings import Settings
 from qualibot.cli import CliError
-from qualibot.doctor import Finding, check_all, cross_account_findings, load, load_intake
+from qualibot.doctor import (
+    Finding,
+    check_all,
+    check_drift,
+    check_undirected,
+    cross_account_findings,
+    load,
+    load_intake,
+    load_undirected,
+)
 from qualibot.doctor_online import check_evolution, check_online, load_instances
 
 
@@ -41,11 +51,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             intake = await load_intake(pool)
             crossed = await cross_account_findings(pool)
             instances = await load_instances(pool) if args.online else []
+            undirected = await load_undirected(pool)
+            shares = await referral_shares(pool, settings.click_id_drift_chats)
     except UNAVAILABLE_ERRORS as exc:
         raise CliError(f"database unavailable: {type(exc).__name__}: {exc}") from None
     except asyncpg.UndefinedTableError:
         raise CliError("the database has no qualibot tables: run `qualibot migrate` first") from None
     findings = crossed + check_all(dirs, settings, not_analysed, intake)
+    findings += check_undirected(undirected) + check_drift(shares, settings.click_id_drift_chats)
     if args.online and dirs:
         findings += await check_online(dirs, settings, args.timeout)
     if instances:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from bot.drift import ReferralShare
 from capi.errors import BUSINESS_MESSAGING_EVENT_NAMES, SUGGESTED_NAMES_YAML, unlisted_event_names
 from capi.payload import event_name_for
 from core.settings import Settings
@@ -187,6 +188,35 @@ async def cross_account_findings(db: asyncpg.Pool) -> list[Finding]:
         f"references across accounts: this direction and the {r['target']} belong to different accounts; "
         "point it at an object of its own account (config apply) or clear the reference with SQL"))
         for r in await db.fetch(CROSS_ACCOUNT_SQL)]
+
+
+# dialogs that belong to no direction: their levels can only be recorded as skipped (issue 12.8)
+UNDIRECTED_SQL = """
+SELECT instance_name, count(*)::int AS n FROM dialog_analysis WHERE direction_id IS NULL
+GROUP BY instance_name ORDER BY instance_name
+"""
+
+
+async def load_undirected(db: asyncpg.Pool) -> dict[str, int]:
+    return {r["instance_name"]: r["n"] for r in await db.fetch(UNDIRECTED_SQL)}
+
+
+def check_undirected(undirected: dict[str, int]) -> list[Finding]:
+    return [Finding("ERROR", None, (
+        f"WhatsApp instance {instance}: {n} dialog(s) belong to no direction (the instance has no "
+        "default_direction and their ad is in no direction's ad_ids): no event can be sent for them, "
+        "their levels are recorded as skipped. Set default_direction on the instance, or the ad id on "
+        "a direction, and run `qualibot config apply`")) for instance, n in undirected.items()]
+
+
+def check_drift(shares: list[ReferralShare], window: int) -> list[Finding]:
+    """Click-id drift (issue 12.9, `bot.drift`): chats keep coming, ad referrals stopped."""
+    return [Finding("WARN", None, (
+        f"WhatsApp instance {s.instance}: none of its last {s.chats} new chats arrived with an ad referral "
+        "(click id), though earlier chats did. If its ads still run, attribution is being lost: Evolution 2.4 "
+        "drops a text message's ad context and WhatsApp is moving ad data into opaque fields (ctwaPayload); "
+        "check the Evolution version and the ads (window: QUALIBOT_CLICK_ID_DRIFT_CHATS)"))
+        for s in shares if s.drifted(window)]
 
 
 def mask(secret: str) -> str:

@@ -8,7 +8,9 @@ import hmac
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
+from bot.drift import referral_shares
 from core.logging import get_logger
+from core.metrics import NEW_CHATS_WITH_REFERRAL
 from core.web import CTX, ApiError
 
 JOBS = Gauge("qualibot_jobs", "Jobs in the queue by state", ["state"])
@@ -43,6 +45,10 @@ async def metrics(request: web.Request) -> web.Response:
         counts = {r["status"]: r["n"] for r in rows}
         for state in ("queued", "running", "failed"):
             JOBS.labels(state=state).set(counts.get(state, 0))
+        shares = await asyncio.wait_for(referral_shares(ctx.pool, ctx.settings.click_id_drift_chats), timeout=2.0)
+        for s in shares:
+            if s.share is not None:
+                NEW_CHATS_WITH_REFERRAL.labels(instance=s.instance).set(s.share)
     except Exception:  # noqa: S110  # metrics still answer without the database; /healthz reports it
         pass
     body = generate_latest(REGISTRY)

@@ -105,6 +105,10 @@ class Direction(_Strict):
     ad_ids: list[str] = Field(default_factory=list)
     bot_prompt: str | None = None
     qualification_prompt: str | None = None
+    # who the chatbot answers: everyone, only people who came from an ad (a click id), or no one
+    reply_to: Literal["all", "ad_leads", "off"] = "all"
+    # which dialogs the LLM analyses: an analysis costs money, and a dialog without a click id sends no event
+    analyse: Literal["ad_leads", "all"] = "ad_leads"
     capi: Capi = Field(default_factory=Capi)
 
     @field_validator("pixel_id", "whatsapp_business_account_id", mode="before")

@@ -63,7 +63,8 @@ def _direction_rows(acc: Account) -> list[dict[str, Any]]:
             "id": d.id, "account_id": acc.id, "name": d.name, "ad_account_id": d.ad_account,
             "pixel_id": d.pixel_id, "whatsapp_business_account_id": d.whatsapp_business_account_id,
             "ad_ids": d.ad_ids, "bot_prompt": d.bot_prompt,
-            "qualification_prompt": d.qualification_prompt, "capi_enabled": c.enabled,
+            "qualification_prompt": d.qualification_prompt, "reply_to": d.reply_to,
+            "analyse_dialogs": d.analyse, "capi_enabled": c.enabled,
             "capi_source": c.source,
             "capi_crm_type": crm_types.get(c.crm_connection or ""),
             "capi_crm_connection_id": c.crm_connection, "capi_test_event_code": c.test_event_code,
@@ -239,6 +240,7 @@ def _direction(r: asyncpg.Record, show_secrets: bool) -> dict[str, Any]:
         "id": r["id"], "name": r["name"], "ad_account": r["ad_account_id"], "pixel_id": r["pixel_id"],
         "whatsapp_business_account_id": r["whatsapp_business_account_id"], "ad_ids": list(r["ad_ids"]),
         "bot_prompt": r["bot_prompt"], "qualification_prompt": r["qualification_prompt"],
+        "reply_to": r["reply_to"], "analyse": r["analyse_dialogs"],
     }, show_secrets)
     d["capi"] = capi
     return d

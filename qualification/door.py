@@ -18,6 +18,7 @@ from typing import Literal
 
 import asyncpg
 
+from capi.ledger import merge_dialog_events
 from capi.record import record_event
 from core.logging import get_logger
 
@@ -55,12 +56,14 @@ async def record_levels(
     direction_id: str | None = None,
     reached_at: datetime | None = None,
     crm_entity: str | None = None,
+    skip_reason: str | None = None,
 ) -> list[int]:
     """Record that the dialog reached `levels` (1..3). Levels only rise; reaching N also records
     every lower level not yet recorded. Sets dialog_analysis.is_* and writes one capi_events_log
     row per newly reached level (pending or skipped) via capi.record.record_event. Returns the
     levels newly recorded. `direction_id` defaults to the dialog's direction (the CRM path passes
-    the CRM direction). Must be called inside the caller's transaction."""
+    the CRM direction). With `skip_reason` the rows are `skipped` with that reason. Must be called
+    inside the caller's transaction."""
     implied = cumulative(levels)
     if not implied:
         return []
@@ -92,6 +95,7 @@ async def record_levels(
                 source=source,
                 reached_at=when,
                 crm_entity=crm_entity,
+                skip_reason=skip_reason,
                 # the phone comes from the dialog itself: record_event knows a WhatsApp LID is none
             )
     log.info("qualification.levels_recorded", dialog_id=dialog_id, levels=new, source=source,
@@ -133,3 +137,24 @@ async def record_unlinked(
     if written:
         log.info("qualification.unlinked_recorded", direction=direction_id, crm_entity=crm_entity,
                  levels=written, reason=reason)
+
+
+async def merge_levels(conn: asyncpg.Connection, from_dialog: int, into_dialog: int, contact_phone: str) -> None:
+    """Two dialogs turned out to be one person (bot.lids: a WhatsApp LID, then its phone): give
+    `into_dialog` every level either reached (each once, at the earlier time) and the events
+    recorded for them, one per level, none sent twice (`capi.ledger.merge_dialog_events`). The
+    analysis watermark is reset unless both were analysed: the merged transcript is new to the
+    LLM. Inside the caller's transaction, before `from_dialog` is deleted."""
+    sets = ", ".join(f"{flag} = i.{flag} OR f.{flag}, {at} = LEAST(i.{at}, f.{at})"
+                     for flag, at in LEVEL_COLUMNS.values())
+    await conn.execute(
+        f"""UPDATE dialog_analysis i SET {sets},
+                analyzed_message_id = CASE WHEN i.analyzed_message_id IS NOT NULL AND f.analyzed_message_id IS NOT NULL
+                    THEN LEAST(i.analyzed_message_id, f.analyzed_message_id) END,
+                updated_at = now()
+            FROM dialog_analysis f WHERE i.id = $1 AND f.id = $2""",
+        into_dialog, from_dialog,
+    )
+    dropped, moved = await merge_dialog_events(conn, from_dialog, into_dialog, contact_phone)
+    log.info("qualification.dialogs_merged", from_dialog=from_dialog, into_dialog=into_dialog,
+             events_moved=moved, events_dropped=dropped)

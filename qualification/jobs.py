@@ -8,7 +8,13 @@ CAPI on and `capi_source = whatsapp`:
    a dialog of one message (often just the ad's prefilled greeting) has answered no question
    yet — its message is analysed with the second one. What the analysis proposes counts only
    with evidence (`qualification.verdict`);
-3. no criteria (`qualification_prompt`) or no LLM: `analysis_status = not_analysed`, saying why.
+3. no criteria (`qualification_prompt`) or no LLM: `analysis_status = not_analysed`, saying why;
+4. the direction's `analyse` switch: `ad_leads` (the default) analyses only dialogs whose lead has
+   a click id (an analysis costs money, and a dialog without one can send no event), `all` every
+   dialog. Level 1 is a count and is recorded either way.
+A dialog that belongs to no direction (its instance has no default direction and its ad is in no
+direction's `ad_ids`) is not lost silently: when it reaches level 1 a `skipped` row names the
+instance and why, and `qualibot doctor` reports such dialogs as an error.
 
 A failed analysis (every quick attempt in `qualification.analysis` failed) is recorded as
 `analysis_status = failed` with the reason, and the run is retried later with `Retry` — a delay
@@ -55,12 +61,18 @@ async def qualify_dialog(ctx: AppContext, job: Job) -> None:
     if state is None:
         log.warning("qualification.dialog_missing", dialog_id=dialog_id)
         return
+    if state.direction_id is None:
+        if state.client_messages >= 2 and state.level < 1:
+            await _record_undirected(ctx, dialog_id)
+        return
     if not state.qualifies_from_whatsapp:
         return  # CAPI off, or the CRM is this direction's source (crm.jobs records its levels)
     if state.client_messages >= 2 and state.level < 1:
         async with ctx.pool.acquire() as conn, conn.transaction():
             await record_levels(conn, dialog_id, [1], "whatsapp")
     if state.level >= 3 or state.client_messages < 2 or not state.has_unanalysed_client_messages:
+        return
+    if not await _analysis_wanted(ctx.pool, dialog_id):
         return
     criteria = (state.qualification_prompt or "").strip()
     if ctx.llm is None or not criteria:
@@ -109,6 +121,32 @@ async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, s
              is_interested=result.verdict.is_interested, is_qualified=result.verdict.is_qualified,
              is_scheduled=result.verdict.is_scheduled, prompt_tokens=result.prompt_tokens,
              completion_tokens=result.completion_tokens, attempts=result.attempts)
+
+
+async def _analysis_wanted(db: Executor, dialog_id: int) -> bool:
+    """The direction's `analyse` switch: `all`, or `ad_leads` and the lead has a click id."""
+    return bool(await db.fetchval(
+        """SELECT ad.analyse_dialogs = 'all' OR COALESCE(l.ctwa_clid IS NOT NULL, false)
+           FROM dialog_analysis d JOIN account_directions ad ON ad.id = d.direction_id
+           LEFT JOIN leads l ON l.id = d.lead_id WHERE d.id = $1""",
+        dialog_id,
+    ))
+
+
+async def _record_undirected(ctx: AppContext, dialog_id: int) -> None:
+    """Level 1 of a dialog that belongs to no direction: a `skipped` row naming the instance."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """SELECT d.instance_name, l.ad_source_id FROM dialog_analysis d
+               LEFT JOIN leads l ON l.id = d.lead_id WHERE d.id = $1""", dialog_id)
+        if row is None:
+            return
+        ad = (f"and its ad {row['ad_source_id']} is in no direction's ad_ids" if row["ad_source_id"]
+              else "and it came from no ad")
+        reason = (f"no direction: WhatsApp instance {row['instance_name']!r} has no default_direction {ad}; "
+                  "set default_direction on the instance (or the ad id on a direction)")
+        await record_levels(conn, dialog_id, [1], "whatsapp", skip_reason=reason)
+    log.warning("qualification.no_direction", dialog_id=dialog_id, instance=row["instance_name"])
 
 
 def _detail(acceptance: Acceptance) -> str:

@@ -125,8 +125,13 @@ async def test_only_whatsapp_sourced_directions_with_capi_on_are_qualified(
     no_direction, _ = await make_dialog(seeded, phone="79160000003", direction=None, messages=msgs)
     await qualify_dialog(ctx, job_for(no_direction))
     await qualify_dialog(ctx, job_for(no_direction + 100))  # a dialog deleted meanwhile
-    for dialog_id in (crm_dialog, off_dialog, no_direction):
+    for dialog_id in (crm_dialog, off_dialog):
         assert await recorded_levels(seeded, dialog_id) == []
+    # no direction is no silent loss (issue 12.8): level 1 is a skipped row that names the instance
+    assert await recorded_levels(seeded, no_direction) == [1]
+    row = await seeded.fetchrow("SELECT status, error FROM capi_events_log WHERE dialog_analysis_id = $1",
+                                no_direction)
+    assert row["status"] == "skipped" and "'clinic-main' has no default_direction" in row["error"]
     assert fake_llm.calls == 0
 
 
