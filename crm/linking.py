@@ -69,3 +69,17 @@ def unlinked_reason(links: Links) -> str:
     if links.lead_count == 0:
         return f"no WhatsApp lead with phone {shown}"
     return f"the WhatsApp lead with phone {shown} has no dialog"
+
+
+async def store_email(conn: asyncpg.Connection, account_id: str, phones: list[str], email: str) -> int:
+    """The CRM's email becomes the email of the account's WhatsApp leads with these phones, matched
+    as `find_links` matches them (the CRM is where sales people keep it current; no email in the CRM
+    leaves the lead's alone). Returns how many leads changed."""
+    if not phones:
+        return 0
+    status = await conn.execute(
+        f"""UPDATE leads SET email = $3, updated_at = now()
+           WHERE account_id = $1 AND phone_key = {KEYS} AND email IS DISTINCT FROM $3""",
+        account_id, phones, email,
+    )
+    return int(status.split()[-1])

@@ -17,7 +17,7 @@ from core.logging import get_logger, mask_phone
 from crm import amocrm, bitrix24
 from crm.connections import Connection, CrmDirection, crm_directions, load_connection
 from crm.entity import CrmRecord
-from crm.linking import LinkedDialog, Links, find_links, normalize_all, unlinked_reason
+from crm.linking import LinkedDialog, Links, find_links, normalize_all, store_email, unlinked_reason
 from crm.matching import label_fields, levels_reached
 from crm.ratelimit import RateLimiter
 from crm.transport import host_of
@@ -65,20 +65,6 @@ def first_email(raw: list[str]) -> str | None:
     """The first of the CRM's emails that is an address, normalised as Meta wants (trimmed,
     lower-cased); amoCRM and Bitrix24 list the main one first."""
     return next((e for e in map(normalize_email, raw) if e is not None), None)
-
-
-async def store_email(conn: asyncpg.Connection, account_id: str, phones: list[str], email: str) -> int:
-    """The CRM's email becomes the email of the account's WhatsApp leads with these phones (the
-    CRM is where sales people keep it current; no email in the CRM leaves the lead's alone).
-    Returns how many leads changed."""
-    if not phones:
-        return 0
-    status = await conn.execute(
-        """UPDATE leads SET email = $3, updated_at = now()
-           WHERE account_id = $1 AND phone = ANY($2::text[]) AND email IS DISTINCT FROM $3""",
-        account_id, phones, email,
-    )
-    return int(status.split()[-1])
 
 
 def _applies(direction_id: str, dialog: LinkedDialog, crm_direction_ids: set[str]) -> bool:
