@@ -18,8 +18,9 @@ import asyncpg
 from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.settings import Settings
 from qualibot.cli import CliError
-from qualibot.doctor import Finding, check_all, load, load_intake
+from qualibot.doctor import Finding, check_all, check_suspicious, load, load_intake
 from qualibot.doctor_online import check_online
+from qualification.dialogs import count_suspicious
 
 
 def add_parser(sub: Any) -> None:
@@ -39,11 +40,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         async with open_pool(settings, max_size=1) as pool:
             dirs, not_analysed = await load(pool)
             intake = await load_intake(pool)
+            suspicious = await count_suspicious(pool)
     except UNAVAILABLE_ERRORS as exc:
         raise CliError(f"database unavailable: {type(exc).__name__}: {exc}") from None
     except asyncpg.UndefinedTableError:
         raise CliError("the database has no qualibot tables: run `qualibot migrate` first") from None
     findings = check_all(dirs, settings, not_analysed, intake)
+    findings += check_suspicious(suspicious)
     if args.online and dirs:
         findings += await check_online(dirs, settings, args.timeout)
     sys.stdout.write(render(findings))

@@ -94,12 +94,16 @@ async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, s
         if retry:
             raise Retry(defer=RETRY_DEFER_SECONDS * job.attempts, reason=exc.reason) from None
         return
-    acceptance = accept(result.verdict, transcript)
+    acceptance = accept(result.verdict, transcript, flagged=state.suspicious_message_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
         new = await record_levels(conn, state.id, [acceptance.level], "whatsapp") if acceptance.level else []
         await save_analysis(conn, state.id, analyzed_message_id=transcript.newest_id,
                             detail=_detail(acceptance),
-                            reasoning=result.verdict.reasoning[:MAX_REASONING_CHARS])
+                            reasoning=result.verdict.reasoning[:MAX_REASONING_CHARS],
+                            suspicious=acceptance.suspicious)
+    if acceptance.suspicious is not None:
+        log.warning("qualification.addressed_to_model", dialog_id=state.id, direction=direction,
+                    message_id=acceptance.suspicious, claimed=acceptance.claimed)
     if acceptance.rejected:
         log.warning("qualification.evidence_rejected", dialog_id=state.id, direction=direction,
                     claimed=acceptance.claimed, reason=acceptance.rejected)
