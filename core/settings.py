@@ -75,3 +75,7 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    # the people's data (issue 14.10): message text older than this many days is removed by the
+    # workers (the rows, counts, levels and audit stay); 0 keeps it forever
+    message_retention_days: int = Field(default=365, ge=0)

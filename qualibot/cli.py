@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "qualibot.cmd_doctor",
     "qualibot.cmd_demo",
     "qualibot.cmd_capi",
+    "qualibot.cmd_privacy",
 ]
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
