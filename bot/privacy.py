@@ -34,6 +34,7 @@ Targets = Sequence[tuple[str, str]]  # (account id, phone digits)
 
 RETENTION_BATCH = 1000
 RETENTION_POLL_SECONDS = 3600.0  # text expires by the day: an hourly look is plenty
+RETENTION_START_SECONDS = 1.0  # the first look waits for the worker's start (the drain's first look) to pass
 ERASED_PREFIX = "erased-"
 
 _TARGETS = "unnest($1::text[], $2::text[]) AS t(account_id, phone)"
@@ -139,7 +140,13 @@ async def remove_old_text(pool: asyncpg.Pool, before: datetime, batch: int = RET
 class RetentionLoop:
     """The worker loop's step: one batch of expired text, again at once while batches are full."""
 
+    def __init__(self) -> None:
+        self.started = False
+
     async def __call__(self, ctx: AppContext) -> float:
+        if not self.started:
+            self.started = True
+            return RETENTION_START_SECONDS
         days = ctx.settings.message_retention_days
         if days == 0:
             return RETENTION_POLL_SECONDS  # kept forever; the setting is read again next time

@@ -77,14 +77,28 @@ async def resolve(db: asyncpg.Pool | asyncpg.Connection, phone: str, account: st
     return Person(targets)
 
 
-async def collect(db: asyncpg.Connection, person: Person) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Stored:
+    """Where the person is: their WhatsApp rows, their CAPI audit rows, the CRM entities behind those."""
+
+    found: bot.privacy.Found
+    capi_rows: list[dict[str, Any]]
+    crm_entities: list[str]
+
+
+async def locate(db: asyncpg.Connection, person: Person) -> Stored:
     found = await bot.privacy.find_person(db, person.targets)
     rows = await capi.privacy.person_rows(db, dialog_ids=found.dialog_ids, accounts=person.accounts,
                                           phones=person.phones, emails=found.emails)
+    return Stored(found, rows, capi.privacy.crm_entities(rows))
+
+
+async def collect(db: asyncpg.Connection, person: Person) -> dict[str, Any]:
+    at = await locate(db, person)
     events = await crm.privacy.person_events(db, accounts=person.accounts, phones=person.phones,
-                                             entities=capi.privacy.crm_entities(rows))
-    return {**await bot.privacy.export_person(db, person.targets, found),
-            "capi_events_log": rows, "webhook_events": events}
+                                             entities=at.crm_entities)
+    return {**await bot.privacy.export_person(db, person.targets, at.found),
+            "capi_events_log": at.capi_rows, "webhook_events": events}
 
 
 async def run_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,13 +138,11 @@ async def run_erase(args: argparse.Namespace, settings: Settings) -> int:
 
 async def erase(conn: asyncpg.Connection, person: Person) -> dict[str, int]:
     """Every owner erases its part; rows changed per table. Inside the caller's transaction."""
-    found = await bot.privacy.find_person(conn, person.targets)
-    rows = await capi.privacy.person_rows(conn, dialog_ids=found.dialog_ids, accounts=person.accounts,
-                                          phones=person.phones, emails=found.emails)
+    at = await locate(conn, person)
     crm_rows = await crm.privacy.erase_person(conn, accounts=person.accounts, phones=person.phones,
-                                              entities=capi.privacy.crm_entities(rows))
-    capi_rows = await capi.privacy.erase_person(conn, rows)
-    return {**await bot.privacy.erase_person(conn, person.targets, found),
+                                              entities=at.crm_entities)
+    capi_rows = await capi.privacy.erase_person(conn, at.capi_rows)
+    return {**await bot.privacy.erase_person(conn, person.targets, at.found),
             "capi_events_log": capi_rows, "webhook_events": crm_rows}
 
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -20,6 +18,7 @@ import pytest
 from core.settings import Settings
 from qualibot.app import create_app
 from tests.fakes.evolution import FakeEvolution
+from tests.fakes.evolution_webhook import client_message
 from tests.fakes.graph import FakeGraph
 from tests.fakes.llm import FakeLLM
 from tests.fakes.llm_obedient import obedient
@@ -34,20 +33,6 @@ OTHER_TEXTS = ["Olá, quanto custa?", "Quero agendar quinta"]
 AMO_CONTACT = Path(__file__).parents[1] / "crm" / "fixtures" / "amocrm" / "webhook-update-contact.txt"
 
 
-def upsert(phone: str, text: str, message_id: str, *, clid: str | None = None) -> dict[str, Any]:
-    """A messages.upsert as Evolution posts it (evolution-api 2.3.7
-    src/api/integrations/channel/whatsapp/whatsapp.baileys.service.ts, as in tests/bot/fixtures)."""
-    data: dict[str, Any] = {
-        "key": {"remoteJid": f"{phone}@s.whatsapp.net", "fromMe": False, "id": message_id},
-        "pushName": f"Name of {phone[-4:]}", "message": {"conversation": text}, "messageType": "conversation",
-        "messageTimestamp": int(time.time()),
-    }
-    if clid:
-        data["contextInfo"] = {"externalAdReply": {"sourceType": "ad", "sourceId": "120239177205810192",
-                                                   "sourceUrl": "https://fb.me/x", "ctwaClid": clid}}
-    return {"event": "messages.upsert", "instance": "clinic-main", "data": data}
-
-
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -56,7 +41,7 @@ def sha(text: str) -> str:
 async def two_people(db: asyncpg.Pool, make_settings: Callable[..., Settings]) -> AsyncIterator[asyncpg.Pool]:
     """Two clients of a BR clinic, each with a dialog from an ad, levels sent to Meta; an amoCRM
     contact webhook with the person's phone."""
-    async with FakeEvolution() as evolution, FakeLLM(obedient("newest")) as llm, FakeGraph(  # type: ignore[arg-type]
+    async with FakeEvolution() as evolution, FakeLLM(obedient("newest")) as llm, FakeGraph(
         tokens={META_TOKEN, USER_TOKEN}, datasets={PIXEL_ID}
     ) as graph:
         cfg = tenant_config(evolution_url=evolution.url)
@@ -67,7 +52,8 @@ async def two_people(db: asyncpg.Pool, make_settings: Callable[..., Settings]) -
                 aiohttp.ClientSession(headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as http:
             for phone, texts in ((PERSON, PERSON_TEXTS), (OTHER, OTHER_TEXTS)):
                 for n, text in enumerate(texts):
-                    payload = upsert(phone, text, f"{phone}-{n}", clid=None if n else f"clid-{phone}")
+                    payload = client_message(phone, text, f"{phone}-{n}", clid=None if n else f"clid-{phone}",
+                                             push_name=f"Name of {phone[-4:]}")
                     async with http.post(f"{url}/webhooks/evolution", json=payload) as resp:
                         assert resp.status == 200
             form = AMO_CONTACT.read_text().replace("%2B7%20%28916%29%20123-45-67", "%2B55%20%2831%29%2098888-7777")

@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import asyncpg
 
-from bot.privacy import remove_old_text
+from bot.privacy import RETENTION_POLL_SECONDS, RETENTION_START_SECONDS, RetentionLoop, remove_old_text
+from core.context import AppContext
 from core.settings import Settings
 from qualibot.app import create_app
+from tests.fakes.evolution_webhook import client_message
 from tests.helpers import running, wait_for
 from tests.seed import WEBHOOK_SECRET, seed
 
 PHONE = "79161230077"
 
 
-def upsert(text: str, message_id: str) -> dict[str, Any]:
-    """A messages.upsert as Evolution posts it (evolution-api 2.3.7, as in tests/bot/fixtures)."""
-    return {"event": "messages.upsert", "instance": "clinic-main", "data": {
-        "key": {"remoteJid": f"{PHONE}@s.whatsapp.net", "fromMe": False, "id": message_id},
-        "pushName": "Irina", "message": {"conversation": text}, "messageType": "conversation",
-        "messageTimestamp": int(time.time())}}
-
-
-async def post_and_link(db: asyncpg.Pool, settings: Settings, texts: list[str], first: int = 0) -> None:
+async def post_and_link(db: asyncpg.Pool, settings: Settings, texts: list[str], first: int = 0,
+                        until: Callable[[], Awaitable[Any]] | None = None) -> None:
+    """Post client messages to a running app with workers, wait until they are linked (and `until`)."""
     async with running(create_app(settings, pool=db, with_workers=True)) as url, \
             aiohttp.ClientSession(headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as http:
         for n, text in enumerate(texts, start=first):
-            async with http.post(f"{url}/webhooks/evolution", json=upsert(text, f"RET{n}")) as resp:
+            message = client_message(PHONE, text, f"RET{n}", push_name="Irina")
+            async with http.post(f"{url}/webhooks/evolution", json=message) as resp:
                 assert resp.status == 200
 
         async def linked() -> bool:
             return bool(await db.fetchval("SELECT count(*) = 0 FROM messages WHERE dialog_id IS NULL"))
 
         await wait_for(linked, what="messages linked to their dialog")
+        if until is not None:
+            await wait_for(until, what=until.__doc__ or "")
 
 
 async def test_text_past_retention_is_removed_by_the_worker_and_the_rest_stays(
@@ -46,26 +44,28 @@ async def test_text_past_retention_is_removed_by_the_worker_and_the_rest_stays(
     settings = make_settings(message_retention_days=365)
     await post_and_link(db, settings, ["I have a toothache, my name is Irina", "Tomorrow at 10?"])
     await db.execute("UPDATE messages SET created_at = now() - interval '400 days'")  # a year and more ago
-    dialog_before = await db.fetchrow("SELECT client_message_count, is_interested FROM dialog_analysis")
-    await post_and_link(db, settings, ["Still there?"], first=2)  # a worker starts: the loop runs at once
 
-    async def expired() -> list[asyncpg.Record]:
-        rows = await db.fetch("SELECT text, push_name, text_removed_at FROM messages ORDER BY id")
-        return rows if sum(r["text_removed_at"] is not None for r in rows) == 2 else []
+    async def expired() -> bool:
+        """old text removed by the worker's retention loop"""
+        return bool(await db.fetchval("SELECT count(*) = 2 FROM messages WHERE text_removed_at IS NOT NULL"))
 
-    rows = await wait_for(expired, what="old text removed")
+    await post_and_link(db, settings, ["Still there?"], first=2, until=expired)
+    rows = await db.fetch("SELECT text, push_name FROM messages ORDER BY id")
     assert [(r["text"], r["push_name"]) for r in rows] == [("", None), ("", None), ("Still there?", "Irina")]
-    dialog = await db.fetchrow("SELECT client_message_count, is_interested FROM dialog_analysis")
-    assert dialog["client_message_count"] == dialog_before["client_message_count"] + 1
-    assert dialog["is_interested"] == dialog_before["is_interested"]
+    # the rows and the dialog's count stay: the 2+ messages rule still counts the blanked ones
+    assert await db.fetchval("SELECT client_message_count FROM dialog_analysis") == 3
 
 
 async def test_zero_keeps_text_forever(db: asyncpg.Pool, make_settings: Callable[..., Settings]) -> None:
     await seed(db)
-    await post_and_link(db, make_settings(message_retention_days=0), ["hello"])
+    await post_and_link(db, make_settings(), ["hello"])
     await db.execute("UPDATE messages SET created_at = now() - interval '4000 days'")
-    await post_and_link(db, make_settings(message_retention_days=0), ["again"], first=1)
-    assert [r["text"] for r in await db.fetch("SELECT text FROM messages ORDER BY id")] == ["hello", "again"]
+    loop = RetentionLoop()
+    async with aiohttp.ClientSession() as http:
+        ctx = AppContext(settings=make_settings(message_retention_days=0), pool=db, http=http, llm=None)
+        assert await loop(ctx) == RETENTION_START_SECONDS
+        assert await loop(ctx) == RETENTION_POLL_SECONDS
+    assert await db.fetchval("SELECT text FROM messages") == "hello"
 
 
 async def test_a_pass_takes_one_batch_and_an_idle_pass_changes_nothing(db: asyncpg.Pool) -> None:

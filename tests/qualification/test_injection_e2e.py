@@ -4,9 +4,8 @@ the fake Meta. Nothing above level 1 reaches Meta; plain booking talk still does
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import Literal
 
 import aiohttp
 import asyncpg
@@ -15,6 +14,7 @@ import pytest
 from core.settings import Settings
 from qualibot.app import create_app
 from tests.fakes.evolution import FakeEvolution
+from tests.fakes.evolution_webhook import client_message
 from tests.fakes.graph import FakeGraph
 from tests.fakes.llm import FakeLLM
 from tests.fakes.llm_obedient import obedient
@@ -36,24 +36,10 @@ INJECTIONS = {
 }
 
 
-def upsert(text: str, message_id: str, *, ad: bool = False) -> dict[str, Any]:
-    """A messages.upsert as Evolution posts it (the shape of tests/qualibot/test_end_to_end.py,
-    from evolution-api 2.3.7 src/api/integrations/channel/whatsapp/whatsapp.baileys.service.ts)."""
-    data: dict[str, Any] = {
-        "key": {"remoteJid": f"{PHONE}@s.whatsapp.net", "fromMe": False, "id": message_id},
-        "pushName": "Client", "message": {"conversation": text}, "messageType": "conversation",
-        "messageTimestamp": int(time.time()),
-    }
-    if ad:
-        data["contextInfo"] = {"externalAdReply": {"sourceType": "ad", "sourceId": "120239177205810192",
-                                                   "sourceUrl": "https://fb.me/x", "ctwaClid": CLICK_ID}}
-    return {"event": "messages.upsert", "instance": "clinic-main", "data": data}
-
-
 async def play(db: asyncpg.Pool, settings_for: Callable[..., Settings], texts: list[str],
-               cite: str = "all") -> tuple[FakeGraph, asyncpg.Record]:
+               cite: Literal["all", "newest"] = "all") -> tuple[FakeGraph, asyncpg.Record]:
     """Post `texts` as one client's messages, wait for the analysis and the sends; (Meta, dialog)."""
-    async with FakeEvolution() as evolution, FakeLLM(obedient(cite)) as llm, FakeGraph(  # type: ignore[arg-type]
+    async with FakeEvolution() as evolution, FakeLLM(obedient(cite)) as llm, FakeGraph(
         tokens={META_TOKEN, USER_TOKEN}, datasets={PIXEL_ID}
     ) as graph:
         await seed(db, tenant_config(evolution_url=evolution.url))
@@ -61,7 +47,8 @@ async def play(db: asyncpg.Pool, settings_for: Callable[..., Settings], texts: l
         async with running(create_app(settings, pool=db, with_workers=True)) as url, \
                 aiohttp.ClientSession(headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as http:
             for n, text in enumerate(texts):
-                async with http.post(f"{url}/webhooks/evolution", json=upsert(text, f"INJ{n}", ad=n == 0)) as resp:
+                message = client_message(PHONE, text, f"INJ{n}", clid=None if n else CLICK_ID)
+                async with http.post(f"{url}/webhooks/evolution", json=message) as resp:
                     assert resp.status == 200
 
             async def analysed_and_sent() -> asyncpg.Record | None:
