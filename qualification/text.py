@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from functools import lru_cache
 
 from confusable_homoglyphs import categories, confusables
 
@@ -68,6 +69,7 @@ _TO: dict[str, dict[str, str]] = _fold_tables()
 _LOOKALIKES = {c for table in _TO.values() for c in table}  # letters with a twin in another script
 
 
+@lru_cache(maxsize=8192)  # `categories.alias` searches Unicode's script ranges on every call
 def _script(ch: str) -> str | None:
     alias = categories.alias(ch)
     return alias if alias in _SCRIPTS else None
@@ -79,27 +81,24 @@ def _distinct_scripts(word: str) -> Counter[str]:
 
 
 def _fold_word(word: str, dominant: str | None) -> str:
-    scripts = Counter(s for ch in word if (s := _script(ch)))
-    if not scripts:
-        return word
+    present = {s for ch in word if (s := _script(ch))}
+    if not present or (len(present) == 1 and (dominant is None or dominant in present)):
+        return word  # one script, the message's own: the common case
     distinct = _distinct_scripts(word)
     if distinct:
         target = distinct.most_common(1)[0][0]
-    elif len(scripts) > 1 or (dominant and dominant not in scripts):
-        target = dominant or scripts.most_common(1)[0][0]  # all look-alikes: the message decides
-    else:
-        return word
+    else:  # all look-alikes: the message decides
+        target = dominant or Counter(s for ch in word if (s := _script(ch))).most_common(1)[0][0]
     table = _TO[target]
     return "".join(table.get(ch, ch) if _script(ch) != target else ch for ch in word)
 
 
 def fold_homoglyphs(text: str) -> str:
     """Fold look-alike letters of mixed-script words (see the module's docstring)."""
-    words = _WORD.findall(text)
-    if not words:
-        return text
+    if len({s for ch in set(text) if (s := _script(ch))}) < 2:
+        return text  # written in one script (most messages): nothing can be disguised as another
     totals: Counter[str] = Counter()
-    for word in words:
+    for word in _WORD.findall(text):
         totals.update(_distinct_scripts(word))
     dominant = totals.most_common(1)[0][0] if totals else None
     return _WORD.sub(lambda m: _fold_word(m.group(0), dominant), text)
