@@ -16,12 +16,13 @@ from bot import dialogs
 from bot.drain import DrainLoop
 from bot.evolution import EvolutionClient
 from bot.intake import DIALOG_JOB
-from bot.privacy import RetentionLoop
+from bot.privacy import remove_old_text
 from bot.reply import HISTORY_LIMIT, compose_reply
 from core.context import AppContext
 from core.jobs import Job, JobRegistry, Retry
 from core.logging import get_logger
 from core.metrics import REPLIES
+from core.retention import RetentionLoop
 
 log = get_logger("bot.jobs")
 
@@ -81,4 +82,4 @@ def register_jobs(registry: JobRegistry[AppContext]) -> None:
     """Register this package's job handlers by name."""
     registry.register(DIALOG_JOB, process_dialog, backoff_base=2.0, backoff_max=120.0)
     registry.register_loop("bot.drain", DrainLoop())
-    registry.register_loop("bot.retention", RetentionLoop())
+    registry.register_loop("bot.retention", RetentionLoop("message text", remove_old_text))

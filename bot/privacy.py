@@ -10,21 +10,20 @@ account the search covers (`qualibot.cmd_privacy` reads the typed phone with eac
 - dialogs: kept, so the funnel's counts and levels and the audit rows' link stay, but the phone
   becomes `erased-<dialog id>` and the model's reasoning (which may quote the person) is removed.
 
-Retention (`QUALIBOT_MESSAGE_RETENTION_DAYS`): `RetentionLoop`, run by every worker, blanks the
-text and push name of linked messages older than that, a batch at a time, and marks them
-(`text_removed_at`); roles, times, counts, levels and `capi_events_log` stay.
+Retention (`QUALIBOT_MESSAGE_RETENTION_DAYS`, `core.retention` runs it in every worker):
+`remove_old_text` blanks the text and push name of linked messages older than that, a batch at a
+time, and marks them (`text_removed_at`); roles, times, counts, levels and `capi_events_log` stay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from core.context import AppContext
 from core.jobs import Executor
 from core.logging import get_logger
 
@@ -32,9 +31,6 @@ log = get_logger("bot.privacy")
 
 Targets = Sequence[tuple[str, str]]  # (account id, phone digits)
 
-RETENTION_BATCH = 1000
-RETENTION_POLL_SECONDS = 3600.0  # text expires by the day: an hourly look is plenty
-RETENTION_START_SECONDS = 1.0  # the first look waits for the worker's start (the drain's first look) to pass
 ERASED_PREFIX = "erased-"
 
 _TARGETS = "unnest($1::text[], $2::text[]) AS t(account_id, phone)"
@@ -121,7 +117,7 @@ async def erase_person(conn: asyncpg.Connection, targets: Targets, found: Found)
     return {"messages": int(messages), "leads": int(leads), "dialog_analysis": int(dialogs)}
 
 
-async def remove_old_text(pool: asyncpg.Pool, before: datetime, batch: int = RETENTION_BATCH) -> int:
+async def remove_old_text(pool: asyncpg.Pool, before: datetime, batch: int) -> int:
     """Blank the text and push name of up to `batch` linked messages received before `before`;
     returns how many. The partial index `messages_retention` makes an idle pass one index probe."""
     return int(await pool.fetchval(
@@ -135,22 +131,3 @@ async def remove_old_text(pool: asyncpg.Pool, before: datetime, batch: int = RET
            SELECT count(*) FROM done""",
         before, batch,
     ))
-
-
-class RetentionLoop:
-    """The worker loop's step: one batch of expired text, again at once while batches are full."""
-
-    def __init__(self) -> None:
-        self.started = False
-
-    async def __call__(self, ctx: AppContext) -> float:
-        if not self.started:
-            self.started = True
-            return RETENTION_START_SECONDS
-        days = ctx.settings.message_retention_days
-        if days == 0:
-            return RETENTION_POLL_SECONDS  # kept forever; the setting is read again next time
-        removed = await remove_old_text(ctx.pool, datetime.now(UTC) - timedelta(days=days))
-        if removed:
-            log.info("bot.message_text_expired", messages=removed, retention_days=days)
-        return 0.0 if removed >= RETENTION_BATCH else RETENTION_POLL_SECONDS

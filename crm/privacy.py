@@ -6,11 +6,13 @@ amoCRM and Bitrix24 webhooks carry contact names and phones (`contacts[update][0
 decisions were read from, and events of the accounts' connections whose payload holds their
 phone in any usual writing (the national number, spaces, brackets, dashes and dots removed).
 Erasure deletes those rows: they are copies of what the CRM holds, kept for the record only.
+Retention (`QUALIBOT_MESSAGE_RETENTION_DAYS`, run by `core.retention`) deletes rows older than it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -54,4 +56,15 @@ async def erase_person(
     return int(await conn.fetchval(
         f"WITH gone AS (DELETE FROM webhook_events w WHERE {_WHERE} RETURNING 1) SELECT count(*) FROM gone",
         list(accounts), list(entities), national_numbers(phones),
+    ))
+
+
+async def remove_old_events(pool: asyncpg.Pool, before: datetime, batch: int) -> int:
+    """Delete up to `batch` webhook records received before `before`; returns how many."""
+    return int(await pool.fetchval(
+        """WITH old AS (SELECT id FROM webhook_events WHERE received_at < $1
+                        ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+                gone AS (DELETE FROM webhook_events w USING old WHERE w.id = old.id RETURNING 1)
+           SELECT count(*) FROM gone""",
+        before, batch,
     ))

@@ -38,3 +38,9 @@ CREATE TABLE privacy_erasures (
     rows          jsonb NOT NULL,       -- {"messages": 12, "leads": 1, ...}
     erased_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- The same retention for CRM webhook records (their payloads carry contact names and phones) and
+-- for the model's reasoning (it may quote the client): each pass is one probe of these indexes.
+CREATE INDEX webhook_events_received ON webhook_events (received_at);
+CREATE INDEX dialog_analysis_reasoning_age ON dialog_analysis (analyzed_at)
+    WHERE analysis_reasoning IS NOT NULL;

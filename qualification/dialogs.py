@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 import asyncpg
@@ -124,3 +125,17 @@ GROUP BY direction_id ORDER BY direction_id NULLS FIRST
 async def count_suspicious(db: Executor) -> list[tuple[str | None, int]]:
     """(direction, dialogs whose analysis is marked suspicious) for each direction that has some."""
     return [(r["direction_id"], int(r["n"])) for r in await db.fetch(SUSPICIOUS_SQL)]
+
+
+async def remove_old_reasoning(pool: asyncpg.Pool, before: datetime, batch: int) -> int:
+    """Retention (`core.retention`): the model's reasoning may quote the client; remove it from up
+    to `batch` dialogs last analysed before `before`. Returns how many."""
+    return int(await pool.fetchval(
+        """WITH old AS (SELECT id FROM dialog_analysis
+                        WHERE analysis_reasoning IS NOT NULL AND analyzed_at < $1
+                        ORDER BY analyzed_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+                done AS (UPDATE dialog_analysis d SET analysis_reasoning = NULL
+                         FROM old WHERE d.id = old.id RETURNING 1)
+           SELECT count(*) FROM done""",
+        before, batch,
+    ))

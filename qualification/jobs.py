@@ -25,8 +25,16 @@ from openai import AsyncOpenAI
 from core.context import AppContext
 from core.jobs import Executor, Job, JobRegistry, Retry, enqueue
 from core.logging import get_logger
+from core.retention import RetentionLoop
 from qualification.analysis import AnalysisFailed, analyse
-from qualification.dialogs import DialogState, load_state, load_transcript, mark_unanalysed, save_analysis
+from qualification.dialogs import (
+    DialogState,
+    load_state,
+    load_transcript,
+    mark_unanalysed,
+    remove_old_reasoning,
+    save_analysis,
+)
 from qualification.door import record_levels
 from qualification.verdict import MAX_REASONING_CHARS, Acceptance, accept
 
@@ -46,6 +54,7 @@ async def schedule_qualification(db: Executor, dialog_id: int, *, delay: float =
 def register_jobs(registry: JobRegistry[AppContext]) -> None:
     """Register this package's job handlers by name."""
     registry.register(QUALIFY_JOB, qualify_dialog, backoff_base=5.0, backoff_max=300.0)
+    registry.register_loop("qualification.retention", RetentionLoop("analysis reasoning", remove_old_reasoning))
 
 
 async def qualify_dialog(ctx: AppContext, job: Job) -> None:

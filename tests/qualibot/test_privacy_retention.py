@@ -1,4 +1,5 @@
-"""QUALIBOT_MESSAGE_RETENTION_DAYS: the workers remove message text past it and keep the rest."""
+"""QUALIBOT_MESSAGE_RETENTION_DAYS: the workers remove message text, CRM webhook records and the
+model's reasoning past it, and keep the rest."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bot.privacy import RETENTION_POLL_SECONDS, RETENTION_START_SECONDS, RetentionLoop, remove_old_text
+from bot.privacy import remove_old_text
 from core.context import AppContext
+from core.retention import POLL_SECONDS, START_SECONDS, RetentionLoop
 from core.settings import Settings
 from qualibot.app import create_app
+from tests.crm.support import FORM, amo_path, body
 from tests.fakes.evolution_webhook import client_message
 from tests.helpers import running, wait_for
 from tests.seed import WEBHOOK_SECRET, seed
@@ -20,10 +23,15 @@ PHONE = "79161230077"
 
 
 async def post_and_link(db: asyncpg.Pool, settings: Settings, texts: list[str], first: int = 0,
-                        until: Callable[[], Awaitable[Any]] | None = None) -> None:
-    """Post client messages to a running app with workers, wait until they are linked (and `until`)."""
+                        until: Callable[[], Awaitable[Any]] | None = None, crm: bool = False) -> None:
+    """Post client messages (and with `crm` an amoCRM contact webhook) to a running app with
+    workers, wait until the messages are linked (and `until`)."""
     async with running(create_app(settings, pool=db, with_workers=True)) as url, \
             aiohttp.ClientSession(headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as http:
+        if crm:
+            async with http.post(url + amo_path(), data=body("amocrm/webhook-update-contact.txt"),
+                                 headers=FORM) as resp:
+                assert resp.status == 200
         for n, text in enumerate(texts, start=first):
             message = client_message(PHONE, text, f"RET{n}", push_name="Irina")
             async with http.post(f"{url}/webhooks/evolution", json=message) as resp:
@@ -42,12 +50,20 @@ async def test_text_past_retention_is_removed_by_the_worker_and_the_rest_stays(
 ) -> None:
     await seed(db)
     settings = make_settings(message_retention_days=365)
-    await post_and_link(db, settings, ["I have a toothache, my name is Irina", "Tomorrow at 10?"])
-    await db.execute("UPDATE messages SET created_at = now() - interval '400 days'")  # a year and more ago
+    await post_and_link(db, settings, ["I have a toothache, my name is Irina", "Tomorrow at 10?"], crm=True)
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 1
+    # a year and more ago (the reasoning stands for an analysis of that time: no LLM runs here)
+    await db.execute("UPDATE messages SET created_at = now() - interval '400 days'")
+    await db.execute("UPDATE webhook_events SET received_at = now() - interval '400 days'")
+    await db.execute("""UPDATE dialog_analysis SET analysis_reasoning = 'Irina booked', analyzed_at = now() - interval
+                        '400 days'""")
 
     async def expired() -> bool:
-        """old text removed by the worker's retention loop"""
-        return bool(await db.fetchval("SELECT count(*) = 2 FROM messages WHERE text_removed_at IS NOT NULL"))
+        """old text, CRM records and reasoning removed by the workers' retention loops"""
+        return bool(await db.fetchval(
+            """SELECT (SELECT count(*) FROM messages WHERE text_removed_at IS NOT NULL) = 2
+                      AND NOT EXISTS (SELECT 1 FROM webhook_events)
+                      AND (SELECT analysis_reasoning IS NULL FROM dialog_analysis)"""))
 
     await post_and_link(db, settings, ["Still there?"], first=2, until=expired)
     rows = await db.fetch("SELECT text, push_name FROM messages ORDER BY id")
@@ -60,11 +76,11 @@ async def test_zero_keeps_text_forever(db: asyncpg.Pool, make_settings: Callable
     await seed(db)
     await post_and_link(db, make_settings(), ["hello"])
     await db.execute("UPDATE messages SET created_at = now() - interval '4000 days'")
-    loop = RetentionLoop()
+    loop = RetentionLoop("message text", remove_old_text)
     async with aiohttp.ClientSession() as http:
         ctx = AppContext(settings=make_settings(message_retention_days=0), pool=db, http=http, llm=None)
-        assert await loop(ctx) == RETENTION_START_SECONDS
-        assert await loop(ctx) == RETENTION_POLL_SECONDS
+        assert await loop(ctx) == START_SECONDS
+        assert await loop(ctx) == POLL_SECONDS
     assert await db.fetchval("SELECT text FROM messages") == "hello"
 
 
