@@ -11,20 +11,15 @@ import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 
 from core.settings import Settings
-from qualibot.app import create_app
-from tests.fakes.evolution import FakeEvolution
-from tests.fakes.evolution_webhook import client_message
-from tests.fakes.graph import FakeGraph
-from tests.fakes.llm import FakeLLM
 from tests.fakes.llm_obedient import obedient
-from tests.helpers import running, wait_for
+from tests.helpers import wait_for
 from tests.ops.conftest import Qualibot, qualibot  # noqa: F401  # the fixture
-from tests.seed import AMO_SECRET, META_TOKEN, PIXEL_ID, USER_TOKEN, WEBHOOK_SECRET, seed, tenant_config
+from tests.seed import AMO_SECRET, seed
+from tests.whatsapp_stack import whatsapp_stack
 
 PERSON = "5531988887777"  # typed as "+55 31 98888-7777", or "(31) 98888-7777" in a BR account
 OTHER = "5531977776666"
@@ -41,31 +36,21 @@ def sha(text: str) -> str:
 async def two_people(db: asyncpg.Pool, make_settings: Callable[..., Settings]) -> AsyncIterator[asyncpg.Pool]:
     """Two clients of a BR clinic, each with a dialog from an ad, levels sent to Meta; an amoCRM
     contact webhook with the person's phone."""
-    async with FakeEvolution() as evolution, FakeLLM(obedient("newest")) as llm, FakeGraph(
-        tokens={META_TOKEN, USER_TOKEN}, datasets={PIXEL_ID}
-    ) as graph:
-        cfg = tenant_config(evolution_url=evolution.url)
-        cfg["accounts"][0]["default_region"] = "BR"
-        await seed(db, cfg)
-        settings = make_settings(openai_api_key="k", openai_base_url=llm.base_url, meta_graph_url=graph.url)
-        async with running(create_app(settings, pool=db, with_workers=True)) as url, \
-                aiohttp.ClientSession(headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as http:
-            for phone, texts in ((PERSON, PERSON_TEXTS), (OTHER, OTHER_TEXTS)):
-                for n, text in enumerate(texts):
-                    payload = client_message(phone, text, f"{phone}-{n}", clid=None if n else f"clid-{phone}",
-                                             push_name=f"Name of {phone[-4:]}")
-                    async with http.post(f"{url}/webhooks/evolution", json=payload) as resp:
-                        assert resp.status == 200
-            form = AMO_CONTACT.read_text().replace("%2B7%20%28916%29%20123-45-67", "%2B55%20%2831%29%2098888-7777")
-            async with http.post(f"{url}/webhooks/amocrm/amo-main/{AMO_SECRET}", data=form.encode(),
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
-                assert resp.status == 200
+    async with whatsapp_stack(db, make_settings, obedient("newest"), region="BR") as stack:
+        for phone, texts in ((PERSON, PERSON_TEXTS), (OTHER, OTHER_TEXTS)):
+            for n, text in enumerate(texts):
+                await stack.send(phone, text, f"{phone}-{n}", clid=None if n else f"clid-{phone}",
+                                 push_name=f"Name of {phone[-4:]}")
+        form = AMO_CONTACT.read_text().replace("%2B7%20%28916%29%20123-45-67", "%2B55%20%2831%29%2098888-7777")
+        async with stack.http.post(f"{stack.url}/webhooks/amocrm/amo-main/{AMO_SECRET}", data=form.encode(),
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+            assert resp.status == 200
 
-            async def all_sent() -> bool:
-                return bool(await db.fetchval(
-                    "SELECT count(*) = 6 FROM capi_events_log WHERE status = 'success'"))
+        async def all_sent() -> bool:
+            return bool(await db.fetchval(
+                "SELECT count(*) = 6 FROM capi_events_log WHERE status = 'success'"))
 
-            await wait_for(all_sent, timeout=20, what="three levels of each dialog at Meta")
+        await wait_for(all_sent, timeout=20, what="three levels of each dialog at Meta")
     await db.execute("UPDATE leads SET email = 'ana@example.com' WHERE phone = $1", PERSON)
     yield db
 

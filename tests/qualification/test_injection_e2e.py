@@ -7,20 +7,15 @@ import json
 from collections.abc import Callable
 from typing import Literal
 
-import aiohttp
 import asyncpg
 import pytest
 
 from core.settings import Settings
-from qualibot.app import create_app
-from tests.fakes.evolution import FakeEvolution
-from tests.fakes.evolution_webhook import client_message
 from tests.fakes.graph import FakeGraph
-from tests.fakes.llm import FakeLLM
 from tests.fakes.llm_obedient import obedient
-from tests.helpers import running, wait_for
+from tests.helpers import wait_for
 from tests.ops.conftest import Qualibot, qualibot  # noqa: F401  # the fixture
-from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, WEBHOOK_SECRET, seed, tenant_config
+from tests.whatsapp_stack import whatsapp_stack
 
 PHONE = "5531988887777"
 CLICK_ID = "ARAkLk-injection-click"
@@ -39,29 +34,21 @@ INJECTIONS = {
 async def play(db: asyncpg.Pool, settings_for: Callable[..., Settings], texts: list[str],
                cite: Literal["all", "newest"] = "all") -> tuple[FakeGraph, asyncpg.Record]:
     """Post `texts` as one client's messages, wait for the analysis and the sends; (Meta, dialog)."""
-    async with FakeEvolution() as evolution, FakeLLM(obedient(cite)) as llm, FakeGraph(
-        tokens={META_TOKEN, USER_TOKEN}, datasets={PIXEL_ID}
-    ) as graph:
-        await seed(db, tenant_config(evolution_url=evolution.url))
-        settings = settings_for(openai_api_key="k", openai_base_url=llm.base_url, meta_graph_url=graph.url)
-        async with running(create_app(settings, pool=db, with_workers=True)) as url, \
-                aiohttp.ClientSession(headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as http:
-            for n, text in enumerate(texts):
-                message = client_message(PHONE, text, f"INJ{n}", clid=None if n else CLICK_ID)
-                async with http.post(f"{url}/webhooks/evolution", json=message) as resp:
-                    assert resp.status == 200
+    async with whatsapp_stack(db, settings_for, obedient(cite)) as stack:
+        for n, text in enumerate(texts):
+            await stack.send(PHONE, text, f"INJ{n}", clid=None if n else CLICK_ID)
 
-            async def analysed_and_sent() -> asyncpg.Record | None:
-                row = await db.fetchrow(
-                    """SELECT d.*, (SELECT count(*) FROM capi_events_log c WHERE c.dialog_analysis_id = d.id
-                                      AND c.status <> 'success') AS unsent
-                       FROM dialog_analysis d WHERE contact_phone = $1""", PHONE)
-                last = await db.fetchval("SELECT max(id) FROM messages WHERE role = 'client'")
-                done = row is not None and (row["analyzed_message_id"] or 0) >= last and row["unsent"] == 0
-                return row if done and row["capi_interest_sent"] else None
+        async def analysed_and_sent() -> asyncpg.Record | None:
+            row = await db.fetchrow(
+                """SELECT d.*, (SELECT count(*) FROM capi_events_log c WHERE c.dialog_analysis_id = d.id
+                                  AND c.status <> 'success') AS unsent
+                   FROM dialog_analysis d WHERE contact_phone = $1""", PHONE)
+            last = await db.fetchval("SELECT max(id) FROM messages WHERE role = 'client'")
+            done = row is not None and (row["analyzed_message_id"] or 0) >= last and row["unsent"] == 0
+            return row if done and row["capi_interest_sent"] else None
 
-            dialog = await wait_for(analysed_and_sent, timeout=20, what="the analysis and the sends")
-    return graph, dialog
+        dialog = await wait_for(analysed_and_sent, timeout=20, what="the analysis and the sends")
+    return stack.graph, dialog
 
 
 @pytest.mark.parametrize("injection", list(INJECTIONS.values()), ids=list(INJECTIONS))
