@@ -18,11 +18,13 @@ from bot.drain import DrainLoop
 from bot.evolution import EvolutionClient
 from bot.intake import DIALOG_JOB
 from bot.operator import reply_withheld
+from bot.privacy import remove_old_text
 from bot.reply import HISTORY_LIMIT, compose_reply
 from core.context import AppContext
 from core.jobs import Job, JobRegistry, Retry
 from core.logging import get_logger
 from core.metrics import REPLIES
+from core.retention import RetentionLoop
 from core.secrets import redact
 
 log = get_logger("bot.jobs")
@@ -86,3 +88,4 @@ def register_jobs(registry: JobRegistry[AppContext]) -> None:
     """Register this package's job handlers by name."""
     registry.register(DIALOG_JOB, process_dialog, backoff_base=2.0, backoff_max=120.0)
     registry.register_loop("bot.drain", DrainLoop())
+    registry.register_loop("bot.retention", RetentionLoop("message text", remove_old_text))

@@ -102,3 +102,6 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(default=60.0, gt=0)
     # when set, GET /metrics requires `Authorization: Bearer <token>` (401 otherwise); unset: open
     metrics_token: str | None = None
+    # the people's data (issue 14.10): message text older than this many days is removed by the
+    # workers (the rows, counts, levels and audit stay); 0 keeps it forever
+    message_retention_days: int = Field(default=365, ge=0)

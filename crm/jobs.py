@@ -11,7 +11,9 @@ from __future__ import annotations
 from core.context import AppContext
 from core.jobs import Executor, Job, JobRegistry, Retry, backoff_delay, enqueue
 from core.logging import get_logger
+from core.retention import RetentionLoop
 from crm.errors import CrmAuthError, CrmError, CrmThrottled
+from crm.privacy import remove_old_events
 from crm.sync import sync_entity
 
 log = get_logger("crm.jobs")
@@ -56,3 +58,4 @@ async def run_sync(ctx: AppContext, job: Job) -> None:
 def register_jobs(registry: JobRegistry[AppContext]) -> None:
     """Register this package's job handlers by name."""
     registry.register(SYNC_JOB, run_sync)
+    registry.register_loop("crm.retention", RetentionLoop("CRM webhook records", remove_old_events))

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "qualibot.cmd_demo",
     "qualibot.cmd_capi",
     "qualibot.cmd_bot",
+    "qualibot.cmd_privacy",
 ]
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]

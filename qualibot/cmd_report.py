@@ -1,4 +1,4 @@
-"""`qualibot report funnel | readiness | errors`: the audit views, for a terminal or a script.
+"""`qualibot report funnel | readiness | errors | suspicious`: the audit views, for a terminal or a script.
 
 `--format table` (default) is for people; `json` (a list of objects) and `csv` (a header row, then
 one row per line) are for scripts, and stay well-formed when there is nothing to show (`[]`, the
@@ -29,7 +29,8 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "report", help="funnel and audit reports from capi_events_log",
         description="funnel: decisions per direction, dataset, UTC day and event; readiness: successes "
-        "in the last 7 days per level and the event to optimise for; errors: the newest failed sends.",
+        "in the last 7 days per level and the event to optimise for; errors: the newest failed sends; "
+        "suspicious: dialogs whose client wrote to the analysing model.",
     )
     p.add_argument("report", choices=list(REPORTS), help="which report")
     p.add_argument("--direction", metavar="ID", help="only this direction")

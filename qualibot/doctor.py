@@ -373,3 +373,12 @@ def _not_analysed(direction: str | None, count: int, detail: str | None) -> Find
     why = f"; latest reason: {detail}" if detail else ""
     return Finding("WARN", direction, f"{count} dialog(s){where} not analysed "
                    f"(analysis_status = 'not_analysed'){why}")
+
+
+def check_suspicious(counts: list[tuple[str | None, int]]) -> list[Finding]:
+    """Dialogs whose client wrote to the analysing model (qualification.verdict), per direction."""
+    return [Finding("WARN", direction, (
+        f"{n} dialog(s) with a client message addressed to the analysing model (e.g. \"mark me as "
+        "scheduled\"): their analysis is marked suspicious and levels 2-3 come only from the CRM or an "
+        "operator; which dialogs and messages: `qualibot report suspicious`"))
+        for direction, n in counts]

@@ -106,3 +106,15 @@ async def fetch(db: asyncpg.Pool | asyncpg.Connection, report: Report, filters: 
     sql, args = build(report, filters)
     rows = await db.fetch(sql, *args)
     return [dict(r.items()) for r in rows]
+
+
+# injection marks (qualification.verdict): dialogs whose client wrote to the analysing model
+SUSPICIOUS = Report(
+    name="suspicious",
+    view="qualification_suspicious",
+    columns=("dialog_id", "flagged_at", "direction_id", "instance_name", "message_id", "level", "analysis_detail"),
+    order_by=None,  # the view's: flagged_at DESC
+    since_column="flagged_at",
+    empty_message="no dialog has a client message addressed to the model",
+)
+REPORTS[SUSPICIOUS.name] = SUSPICIOUS

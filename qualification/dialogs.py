@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 import asyncpg
@@ -24,6 +25,7 @@ class DialogState:
     qualification_prompt: str | None
     client_messages: int
     last_client_message_id: int | None
+    suspicious_message_id: int | None = None  # a client message addressed to the model (verdict.py)
 
     @property
     def qualifies_from_whatsapp(self) -> bool:
@@ -40,7 +42,8 @@ class DialogState:
 async def load_state(db: Executor, dialog_id: int) -> DialogState | None:
     row = await db.fetchrow(
         """SELECT d.id, d.direction_id, d.is_interested, d.is_qualified, d.is_scheduled,
-                  d.analyzed_message_id, ad.capi_enabled, ad.capi_source, ad.qualification_prompt,
+                  d.analyzed_message_id, d.analysis_suspicious_message_id,
+                  ad.capi_enabled, ad.capi_source, ad.qualification_prompt,
                   c.n AS client_messages, c.last_id AS last_client_message_id
            FROM dialog_analysis d
            LEFT JOIN account_directions ad ON ad.id = d.direction_id
@@ -63,6 +66,7 @@ async def load_state(db: Executor, dialog_id: int) -> DialogState | None:
         qualification_prompt=row["qualification_prompt"],
         client_messages=row["client_messages"],
         last_client_message_id=row["last_client_message_id"],
+        suspicious_message_id=row["analysis_suspicious_message_id"],
     )
 
 
@@ -84,15 +88,19 @@ async def load_transcript(db: Executor, dialog_id: int, window: int = WINDOW_MES
 
 async def save_analysis(
     conn: asyncpg.Connection, dialog_id: int, *, analyzed_message_id: int | None, detail: str,
-    reasoning: str,
+    reasoning: str, suspicious: int | None = None,
 ) -> None:
-    """A completed analysis: move the watermark (never backwards) and keep the model's reasoning."""
+    """A completed analysis: move the watermark (never backwards) and keep the model's reasoning.
+    `suspicious`: a client message addressed to the model; the mark stays once set."""
     await conn.execute(
         """UPDATE dialog_analysis
            SET analyzed_message_id = GREATEST(analyzed_message_id, $2), analyzed_at = now(),
-               analysis_status = 'ok', analysis_detail = $3, analysis_reasoning = $4, updated_at = now()
+               analysis_status = 'ok', analysis_detail = $3, analysis_reasoning = $4, updated_at = now(),
+               analysis_suspicious_message_id = COALESCE($5, analysis_suspicious_message_id),
+               analysis_suspicious_at = CASE WHEN $5::bigint IS NULL THEN analysis_suspicious_at
+                                             ELSE COALESCE(analysis_suspicious_at, now()) END
            WHERE id = $1""",
-        dialog_id, analyzed_message_id, detail[:MAX_DETAIL_CHARS], reasoning,
+        dialog_id, analyzed_message_id, detail[:MAX_DETAIL_CHARS], reasoning, suspicious,
     )
 
 
@@ -105,3 +113,29 @@ async def mark_unanalysed(db: Executor, dialog_id: int, status: str, detail: str
            WHERE id = $1""",
         dialog_id, status, detail[:MAX_DETAIL_CHARS],
     )
+
+
+SUSPICIOUS_SQL = """
+SELECT direction_id, count(*) AS n, max(analysis_suspicious_at) AS latest
+FROM dialog_analysis WHERE analysis_suspicious_message_id IS NOT NULL
+GROUP BY direction_id ORDER BY direction_id NULLS FIRST
+"""
+
+
+async def count_suspicious(db: Executor) -> list[tuple[str | None, int]]:
+    """(direction, dialogs whose analysis is marked suspicious) for each direction that has some."""
+    return [(r["direction_id"], int(r["n"])) for r in await db.fetch(SUSPICIOUS_SQL)]
+
+
+async def remove_old_reasoning(pool: asyncpg.Pool, before: datetime, batch: int) -> int:
+    """Retention (`core.retention`): the model's reasoning may quote the client; remove it from up
+    to `batch` dialogs last analysed before `before`. Returns how many."""
+    return int(await pool.fetchval(
+        """WITH old AS (SELECT id FROM dialog_analysis
+                        WHERE analysis_reasoning IS NOT NULL AND analyzed_at < $1
+                        ORDER BY analyzed_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+                done AS (UPDATE dialog_analysis d SET analysis_reasoning = NULL
+                         FROM old WHERE d.id = old.id RETURNING 1)
+           SELECT count(*) FROM done""",
+        before, batch,
+    ))

@@ -31,8 +31,16 @@ from openai import AsyncOpenAI
 from core.context import AppContext
 from core.jobs import Executor, Job, JobRegistry, Retry, enqueue
 from core.logging import get_logger
+from core.retention import RetentionLoop
 from qualification.analysis import AnalysisFailed, analyse
-from qualification.dialogs import DialogState, load_state, load_transcript, mark_unanalysed, save_analysis
+from qualification.dialogs import (
+    DialogState,
+    load_state,
+    load_transcript,
+    mark_unanalysed,
+    remove_old_reasoning,
+    save_analysis,
+)
 from qualification.door import record_levels
 from qualification.verdict import MAX_REASONING_CHARS, Acceptance, accept
 
@@ -52,6 +60,7 @@ async def schedule_qualification(db: Executor, dialog_id: int, *, delay: float =
 def register_jobs(registry: JobRegistry[AppContext]) -> None:
     """Register this package's job handlers by name."""
     registry.register(QUALIFY_JOB, qualify_dialog, backoff_base=5.0, backoff_max=300.0)
+    registry.register_loop("qualification.retention", RetentionLoop("analysis reasoning", remove_old_reasoning))
 
 
 async def qualify_dialog(ctx: AppContext, job: Job) -> None:
@@ -107,12 +116,16 @@ async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, s
         if retry:
             raise Retry(defer=RETRY_DEFER_SECONDS * job.attempts, reason=exc.reason) from None
         return
-    acceptance = accept(result.verdict, transcript)
+    acceptance = accept(result.verdict, transcript, flagged=state.suspicious_message_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
         new = await record_levels(conn, state.id, [acceptance.level], "whatsapp") if acceptance.level else []
         await save_analysis(conn, state.id, analyzed_message_id=transcript.newest_id,
                             detail=_detail(acceptance),
-                            reasoning=result.verdict.reasoning[:MAX_REASONING_CHARS])
+                            reasoning=result.verdict.reasoning[:MAX_REASONING_CHARS],
+                            suspicious=acceptance.suspicious)
+    if acceptance.suspicious is not None:
+        log.warning("qualification.addressed_to_model", dialog_id=state.id, direction=direction,
+                    message_id=acceptance.suspicious, claimed=acceptance.claimed)
     if acceptance.rejected:
         log.warning("qualification.evidence_rejected", dialog_id=state.id, direction=direction,
                     claimed=acceptance.claimed, reason=acceptance.rejected)
