@@ -16,9 +16,12 @@ calls `link` for a batch that names a LID, in its transaction, before it upserts
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from bot.leads import LEAD_CONFLICT
+from core.jobs import Executor
 from core.logging import get_logger, mask_phone
 from qualification.door import merge_levels
 
@@ -112,3 +115,28 @@ async def merge(conn: asyncpg.Connection, instance: str, lid: str, phone: str, l
         await conn.execute("DELETE FROM dialog_analysis WHERE id = $1", lid_dialog)
     log.info("bot.lid_merged", instance=instance, phone=mask_phone(phone), lead_id=lead,
              dialog_id=phone_dialog or lid_dialog, how="renamed" if renamed and phone_dialog is None else "merged")
+
+
+# a person's LID mappings, by (account id, phone) targets, phones compared as WhatsApp does (privacy)
+_PERSON_LIDS = """
+FROM whatsapp_lids w JOIN whatsapp_instances i ON i.name = w.instance_name
+JOIN unnest($1::text[], $2::text[]) AS t(account_id, phone)
+  ON i.account_id = t.account_id AND whatsapp_phone_key(w.phone) = whatsapp_phone_key(t.phone)
+"""
+
+
+async def lids_of(db: Executor, targets: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(account id, LID) pairs the person with these phones was seen under."""
+    rows = await db.fetch(f"SELECT DISTINCT i.account_id, w.lid {_PERSON_LIDS} ORDER BY 1, 2",
+                          [a for a, _ in targets], [p for _, p in targets])
+    return [(r["account_id"], r["lid"]) for r in rows]
+
+
+async def forget_lids(conn: asyncpg.Connection, targets: Sequence[tuple[str, str]]) -> int:
+    """Delete the person's LID mappings (privacy erase); returns how many."""
+    return int(await conn.fetchval(
+        f"""WITH gone AS (DELETE FROM whatsapp_lids x USING (SELECT w.instance_name, w.lid {_PERSON_LIDS}) p
+                          WHERE x.instance_name = p.instance_name AND x.lid = p.lid RETURNING 1)
+            SELECT count(*) FROM gone""",
+        [a for a, _ in targets], [p for _, p in targets],
+    ))

@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.lids import forget_lids, lids_of
 from core.jobs import Executor
 from core.logging import get_logger
 
@@ -35,17 +36,20 @@ ERASED_PREFIX = "erased-"
 
 _TARGETS = "unnest($1::text[], $2::text[]) AS t(account_id, phone)"
 
+# phones compare as WhatsApp identifies people (`whatsapp_phone_key`: Brazil's ninth digit and the
+# like); a LID target (see `bot.lids.lids_of`) matches the lead and dialog recorded under that LID
+_MATCH = "({col} = t.phone OR whatsapp_phone_key({col}) = whatsapp_phone_key(t.phone))"
 _LEADS_SQL = f"""
-SELECT l.* FROM leads l JOIN {_TARGETS} ON l.account_id = t.account_id AND l.phone = t.phone
+SELECT l.* FROM leads l JOIN {_TARGETS} ON l.account_id = t.account_id AND {_MATCH.format(col="l.phone")}
 ORDER BY l.id"""
 
 _DIALOGS_SQL = f"""
 SELECT d.* FROM dialog_analysis d
 WHERE d.id IN (SELECT d2.id FROM dialog_analysis d2 JOIN {_TARGETS}
-                 ON d2.account_id = t.account_id AND d2.contact_phone = t.phone
+                 ON d2.account_id = t.account_id AND {_MATCH.format(col="d2.contact_phone")}
                UNION
                SELECT d3.id FROM dialog_analysis d3 JOIN leads l ON l.id = d3.lead_id
-                 JOIN {_TARGETS} ON l.account_id = t.account_id AND l.phone = t.phone)
+                 JOIN {_TARGETS} ON l.account_id = t.account_id AND {_MATCH.format(col="l.phone")})
 ORDER BY d.id"""
 
 # the person's messages: those of their dialogs, and those still waiting for the drain
@@ -53,7 +57,7 @@ _MESSAGES_WHERE = f"""
 m.dialog_id = ANY($3::bigint[])
 OR (m.dialog_id IS NULL AND EXISTS (
         SELECT 1 FROM whatsapp_instances i JOIN {_TARGETS} ON i.account_id = t.account_id
-        WHERE i.name = m.instance_name AND m.contact = t.phone))"""
+        WHERE i.name = m.instance_name AND (m.lid = t.phone OR {_MATCH.format(col="m.contact")})))"""
 
 
 def _split(targets: Targets) -> tuple[list[str], list[str]]:
@@ -66,6 +70,7 @@ class Found:
 
     leads: list[dict[str, Any]]
     dialogs: list[dict[str, Any]]
+    lids: list[tuple[str, str]]  # (account id, LID) the person was seen under
 
     @property
     def dialog_ids(self) -> list[int]:
@@ -77,27 +82,29 @@ class Found:
 
 
 async def find_person(db: Executor, targets: Targets) -> Found:
-    accounts, phones = _split(targets)
+    lids = await lids_of(db, targets)
+    accounts, phones = _split([*targets, *lids])
     leads = [dict(r) for r in await db.fetch(_LEADS_SQL, accounts, phones)]
     dialogs = [dict(r) for r in await db.fetch(_DIALOGS_SQL, accounts, phones)]
-    return Found(leads, dialogs)
+    return Found(leads, dialogs, lids)
 
 
 async def export_person(db: Executor, targets: Targets, found: Found) -> dict[str, list[dict[str, Any]]]:
-    """What is stored about the person here: leads, dialogs, messages (oldest first)."""
-    accounts, phones = _split(targets)
+    """What is stored about the person here: leads, dialogs, messages (oldest first), LIDs."""
+    accounts, phones = _split([*targets, *found.lids])
     messages = await db.fetch(
         f"""SELECT m.id, m.instance_name, m.dialog_id, m.role, m.text, m.media_type, m.sent_at, m.push_name,
                    m.referral, m.delivery_status, m.created_at, m.text_removed_at
             FROM messages m WHERE {_MESSAGES_WHERE} ORDER BY m.id""",
         accounts, phones, found.dialog_ids,
     )
-    return {"leads": found.leads, "dialogs": found.dialogs, "messages": [dict(r) for r in messages]}
+    return {"leads": found.leads, "dialogs": found.dialogs, "messages": [dict(r) for r in messages],
+            "whatsapp_lids": [{"account_id": a, "lid": lid} for a, lid in found.lids]}
 
 
 async def erase_person(conn: asyncpg.Connection, targets: Targets, found: Found) -> dict[str, int]:
-    """Delete the person's messages and leads, anonymise their dialogs; rows changed per table."""
-    accounts, phones = _split(targets)
+    """Delete the person's messages, leads and LID mappings, anonymise their dialogs; rows changed per table."""
+    accounts, phones = _split([*targets, *found.lids])
     messages = await conn.fetchval(
         f"WITH gone AS (DELETE FROM messages m WHERE {_MESSAGES_WHERE} RETURNING 1) SELECT count(*) FROM gone",
         accounts, phones, found.dialog_ids,
@@ -114,7 +121,9 @@ async def erase_person(conn: asyncpg.Connection, targets: Targets, found: Found)
         "WITH gone AS (DELETE FROM leads WHERE id = ANY($1::bigint[]) RETURNING 1) SELECT count(*) FROM gone",
         [int(lead["id"]) for lead in found.leads],
     )
-    return {"messages": int(messages), "leads": int(leads), "dialog_analysis": int(dialogs)}
+    lid_rows = await forget_lids(conn, targets)
+    return {"messages": int(messages), "leads": int(leads), "dialog_analysis": int(dialogs),
+            "whatsapp_lids": lid_rows}
 
 
 async def remove_old_text(pool: asyncpg.Pool, before: datetime, batch: int) -> int:

@@ -75,9 +75,11 @@ async def test_an_operator_message_waiting_for_the_drain_still_stops_the_reply(
 ) -> None:
     before = replies("intake_pending")
     # the worker's own drain loop looks once at start, then not for an hour: this test drains by hand
-    async with start_bot(buffer_seconds=0.5, intake_poll_seconds=3600) as bot:
+    # the buffer leaves the operator's message time to arrive before the dialog job runs, even on a
+    # loaded machine (with 0.5 s a slow post let the job reply first)
+    async with start_bot(buffer_seconds=3, intake_poll_seconds=3600) as bot:
         await bot.post(text_message(PHONE, "Oi", "3EB0WAIT1"))
-        # linked by that first look or by this test's drain: the dialog job is then due in 0.5 s
+        # linked by that first look or by this test's drain: the dialog job is then due in 3 s
         await wait_for(lambda: _linked(bot), what="the client message to be linked")
         await bot.post(text_message(PHONE, "Oi, aqui é a Ana", "3EB0WAIT2", from_me=True))
         await wait_for(lambda: _above(replies("intake_pending"), before), what="the dialog job to see the wait")

@@ -88,7 +88,7 @@ async def test_a_lid_chat_with_a_click_id_then_its_phone_is_one_dialog_with_one_
     assert await a.db.fetchval("SELECT count(*) FROM messages WHERE dialog_id <> $1", dialog["id"]) == 0
     assert await a.db.fetchval("SELECT phone FROM whatsapp_lids WHERE lid = $1", LID) == PHONE
     sent = a.graph.events_sent()
-    assert [(e["event_name"], e["user_data"]["ctwa_clid"]) for e in sent] == [("Lead", click_id())]
+    assert [(e["event_name"], e["user_data"]["ctwa_clid"]) for e in sent] == [("LeadSubmitted", click_id())]
     assert a.graph.duplicates() == {}
     assert await a.db.fetchval("SELECT count(*) FROM capi_events_log") == 1
 
@@ -121,4 +121,4 @@ async def test_a_lid_dialog_and_a_phone_dialog_merge_keeping_each_level_once(app
     assert kept[0]["event_id"] in dropped["error"]
     flags = await a.db.fetchrow("SELECT * FROM dialog_analysis")
     assert flags["capi_interest_sent"] and flags["capi_interest_event_id"] == kept[0]["event_id"]
-    assert [e["event_name"] for e in a.graph.events_sent()] == ["Lead"]
+    assert [e["event_name"] for e in a.graph.events_sent()] == ["LeadSubmitted"]

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.auth import jwt_problem
-from bot.parse import BadEvent, parse_envelope, parse_upsert
+from bot.parse import BadEvent, parse_envelope, parse_messages
 from bot.values import as_bool, as_bytes, as_int, as_text, plain, timestamp
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "evolution").glob("*-2.3.*.json"))
@@ -56,7 +56,7 @@ def test_evolution_readers_raise_only_bad_event(body: Any) -> None:
     try:
         envelope = parse_envelope(body)
         for ads in (True, False):
-            parse_upsert(envelope.data, ads=ads)
+            parse_messages(envelope.data, ads=ads, event=envelope.event)
     except BadEvent as exc:
         assert str(exc)
 
@@ -89,4 +89,4 @@ _JWT_PARTS = st.one_of(st.text(max_size=20), st.binary(max_size=40).map(_b64),
 @given(st.lists(_JWT_PARTS, min_size=1, max_size=4).map(".".join))
 def test_jwt_reader_on_any_bearer_says_what_is_wrong(token: str) -> None:
     """Read before the signature is checked, so anything may come: a reason, never an exception."""
-    assert isinstance(jwt_problem(token, "s" * 16), str)
+    assert isinstance(jwt_problem(token, "s" * 16, 1800.0), str)

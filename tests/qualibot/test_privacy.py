@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from core.settings import Settings
+from tests.bot.evolution_keys import LID, upsert
 from tests.fakes.llm_obedient import obedient
 from tests.helpers import wait_for
 from tests.ops.conftest import Qualibot, qualibot  # noqa: F401  # the fixture
@@ -73,7 +74,7 @@ async def test_export_shows_what_is_stored_about_the_person_only(two_people: asy
     client = [m["text"] for m in stored["messages"] if m["role"] == "client"]
     assert client == PERSON_TEXTS
     assert {m["role"] for m in stored["messages"]} == {"client", "bot"}
-    assert sorted(r["event_name"] for r in stored["capi_events_log"]) == ["CompleteRegistration", "Lead", "Schedule"]
+    assert sorted(r["event_name"] for r in stored["capi_events_log"]) == ["InitiateCheckout", "LeadSubmitted", "QualifiedLead"]
     assert len(stored["webhook_events"]) == 1
     assert OTHER not in run.out and OTHER_TEXTS[0] not in run.out
     local = await qualibot("privacy", "export", "--phone", "(31) 98888-7777", "--account", "clinic")
@@ -88,7 +89,8 @@ async def test_erase_leaves_nothing_of_the_person_and_records_it(two_people: asy
     run = await qualibot("privacy", "erase", "--phone", "(31) 98888-7777", "--by", "dpo@clinic")
     assert run.code == 0, run.err
     assert run.out.startswith("erasure 1 by dpo@clinic: ")
-    assert f"messages: {messages}, leads: 1, dialog_analysis: 1, capi_events_log: 3, webhook_events: 1" in run.out
+    assert (f"messages: {messages}, leads: 1, dialog_analysis: 1, whatsapp_lids: 0, capi_events_log: 3, "
+            "webhook_events: 1") in run.out
 
     dump = await everything(db)
     for trace in (PERSON, "988887777", sha(PERSON), sha("ana@example.com"), "ana@example.com",
@@ -104,8 +106,8 @@ async def test_erase_leaves_nothing_of_the_person_and_records_it(two_people: asy
     record = await db.fetchrow("SELECT * FROM privacy_erasures")
     assert (record["requested_by"], record["phone_masked"], record["account_id"]) == (
         "dpo@clinic", "5531*******77", None)
-    assert record["rows"] == {"messages": messages, "leads": 1, "dialog_analysis": 1, "capi_events_log": 3,
-                              "webhook_events": 1}
+    assert record["rows"] == {"messages": messages, "leads": 1, "dialog_analysis": 1, "whatsapp_lids": 0,
+                              "capi_events_log": 3, "webhook_events": 1}
 
     again = await qualibot("privacy", "export", "--phone", "+55 31 98888-7777")
     stored = json.loads(again.out)
@@ -138,3 +140,30 @@ async def test_bad_arguments_exit_2_naming_the_field_and_change_nothing(
         assert (run.code, run.out) == (2, "")
         assert message in run.err
     assert await db.fetchval("SELECT count(*) FROM privacy_erasures") == 0
+
+
+async def test_erase_finds_the_person_under_their_lid_and_either_brazilian_form(
+    db: asyncpg.Pool, make_settings: Callable[..., Settings], qualibot: Qualibot,  # noqa: F811
+) -> None:
+    """A chat first seen as `<lid>@lid`, then keyed by Evolution 2.4.0-rc2 with the phone in its old
+    8-digit form (553188887777, no ninth digit) beside the LID: typed as +55 31 98888-7777, the
+    person is still found, and the LID mapping goes with the rest."""
+    short = "553188887777"
+    async with whatsapp_stack(db, make_settings, obedient("newest"), region="BR") as stack:
+        for shape, n in (("lid-only", 0), ("2.4.0-rc2", 1)):
+            body = upsert(shape, f"LIDMSG{n}", f"mensagem {n}", phone=short, ad=n == 0)
+            async with stack.http.post(f"{stack.url}/webhooks/evolution", json=body) as resp:
+                assert resp.status == 200, await resp.text()
+
+        async def merged() -> bool:
+            return bool(await db.fetchval(
+                """SELECT count(*) = 1 FROM leads WHERE phone = $1
+                   AND EXISTS (SELECT 1 FROM whatsapp_lids WHERE lid = $2)""", short, LID))
+
+        await wait_for(merged, timeout=20, what="the LID chat merged into the phone's")
+    run = await qualibot("privacy", "erase", "--phone", "+55 31 98888-7777")
+    assert run.code == 0, run.err
+    assert "leads: 1, dialog_analysis: 1, whatsapp_lids: 1" in run.out
+    dump = await everything(db)
+    for trace in (short, LID, "mensagem 0", "mensagem 1"):
+        assert trace not in dump, trace

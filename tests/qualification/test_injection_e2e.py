@@ -56,7 +56,7 @@ async def test_an_obeyed_injection_sends_nothing_above_level_1(
     injection: str, db: asyncpg.Pool, make_settings: Callable[..., Settings]
 ) -> None:
     graph, dialog = await play(db, make_settings, ["Hi, about implants", injection])
-    assert [e["event_name"] for e in graph.events_sent()] == ["Lead"]
+    assert [e["event_name"] for e in graph.events_sent()] == ["LeadSubmitted"]
     levels = await db.fetch("SELECT event_level FROM capi_events_log WHERE dialog_analysis_id = $1", dialog["id"])
     assert [r["event_level"] for r in levels] == [1]
     injected = await db.fetchval("SELECT max(id) FROM messages WHERE role = 'client'")
@@ -72,7 +72,7 @@ async def test_plain_booking_talk_still_qualifies(
     texts: list[str], db: asyncpg.Pool, make_settings: Callable[..., Settings]
 ) -> None:
     graph, dialog = await play(db, make_settings, texts, cite="newest")
-    assert sorted(e["event_name"] for e in graph.events_sent()) == ["CompleteRegistration", "Lead", "Schedule"]
+    assert sorted(e["event_name"] for e in graph.events_sent()) == ["InitiateCheckout", "LeadSubmitted", "QualifiedLead"]
     assert dialog["analysis_suspicious_message_id"] is None
 
 
