@@ -74,7 +74,8 @@ async def test_export_shows_what_is_stored_about_the_person_only(two_people: asy
     client = [m["text"] for m in stored["messages"] if m["role"] == "client"]
     assert client == PERSON_TEXTS
     assert {m["role"] for m in stored["messages"]} == {"client", "bot"}
-    assert sorted(r["event_name"] for r in stored["capi_events_log"]) == ["InitiateCheckout", "LeadSubmitted", "QualifiedLead"]
+    names = sorted(r["event_name"] for r in stored["capi_events_log"])
+    assert names == ["InitiateCheckout", "LeadSubmitted", "QualifiedLead"]
     assert len(stored["webhook_events"]) == 1
     assert OTHER not in run.out and OTHER_TEXTS[0] not in run.out
     local = await qualibot("privacy", "export", "--phone", "(31) 98888-7777", "--account", "clinic")

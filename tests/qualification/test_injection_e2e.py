@@ -72,7 +72,8 @@ async def test_plain_booking_talk_still_qualifies(
     texts: list[str], db: asyncpg.Pool, make_settings: Callable[..., Settings]
 ) -> None:
     graph, dialog = await play(db, make_settings, texts, cite="newest")
-    assert sorted(e["event_name"] for e in graph.events_sent()) == ["InitiateCheckout", "LeadSubmitted", "QualifiedLead"]
+    names = sorted(e["event_name"] for e in graph.events_sent())
+    assert names == ["InitiateCheckout", "LeadSubmitted", "QualifiedLead"]
     assert dialog["analysis_suspicious_message_id"] is None
 
 
