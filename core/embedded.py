@@ -8,9 +8,16 @@ by running the server as its own system user.
 
 from __future__ import annotations
 
+import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+# pgserver gives `pg_ctl start` 10 s; on a loaded or slow machine the server needs longer. pg_ctl
+# giving up does not stop the server, so a later attempt attaches to it and waits until it is ready.
+START_ATTEMPTS = 3
+READY_SECONDS = 60.0
 
 
 class EmbeddedDatabaseError(RuntimeError):
@@ -32,14 +39,35 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             import pgserver
 
-            try:
-                self._server = pgserver.get_server(  # type: ignore[attr-defined]  # re-exported, not in __all__
-                    self.pgdata, cleanup_mode="stop"
-                )
-            except Exception as exc:  # pgserver raises bare exceptions from initdb/pg_ctl
-                raise EmbeddedDatabaseError(f"cannot start embedded PostgreSQL in {self.pgdata}: {exc}") from exc
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    self._server = pgserver.get_server(  # type: ignore[attr-defined]  # re-exported, not in __all__
+                        self.pgdata, cleanup_mode="stop"
+                    )
+                    break
+                except subprocess.TimeoutExpired as exc:
+                    if attempt == START_ATTEMPTS:
+                        raise EmbeddedDatabaseError(
+                            f"embedded PostgreSQL in {self.pgdata} did not start in time: {exc}") from exc
+                except Exception as exc:  # pgserver raises bare exceptions from initdb/pg_ctl
+                    raise EmbeddedDatabaseError(f"cannot start embedded PostgreSQL in {self.pgdata}: {exc}") from exc
+            self._wait_ready()
         dsn: str = self._server.get_uri()
         return dsn
+
+    def _wait_ready(self) -> None:
+        # an attached server may still be starting (after a pg_ctl timeout, or another process's start)
+        from pgserver.utils import PostmasterInfo
+
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            info = PostmasterInfo.read_from_pgdata(self.pgdata)
+            if info is not None and info.status == "ready":
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedDatabaseError(
+                    f"embedded PostgreSQL in {self.pgdata} is not ready after {READY_SECONDS:.0f} s")
+            time.sleep(0.2)
 
     def close(self) -> None:
         if self._server is not None:
