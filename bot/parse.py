@@ -26,6 +26,7 @@ from typing import Any
 
 from bot.referral import Referral, find_referral, has_opaque_ad
 from bot.values import as_bool, as_text, timestamp
+from core.errors import BadInput
 from core.phones import normalize_phone
 from core.web import is_digits
 
@@ -58,8 +59,10 @@ NO_CONTENT = frozenset({
 })
 
 
-class BadEvent(ValueError):
+class BadEvent(BadInput):
     """The body is JSON but not an Evolution event we can read; the text says what is wrong."""
+
+    code = "not_an_evolution_event"
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,15 @@ from core.embedded import EmbeddedPostgres
 from core.settings import Settings
 
 # Errors that mean "the database is not reachable right now" rather than "our SQL is wrong": the
-# connection is gone or refused (SQLSTATE class 08, 57P01-57P03 shutdown / crash / starting up,
-# 57P05 idle timeout, 53300 too many connections, 55000 "database is not currently accepting
-# connections", which also covers its 55P03 lock-not-available: a retry may succeed there too).
+# connection is gone or refused (SQLSTATE class 08, asyncpg's PostgresConnectionError, which
+# includes a connection closed mid-query; 57P01-57P03 shutdown / crash / starting up; 57P05 idle
+# timeout; 53300 too many connections; 55000 "database is not currently accepting connections",
+# which also covers its 55P03 lock-not-available: a retry may succeed there too), or the pool's
+# connect is refused or reset by the server's host. Not every OSError or timeout: a file, a peer's
+# socket or a slow query of ours is our problem (500), not the database's absence (503).
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
+    ConnectionRefusedError,
+    ConnectionResetError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
@@ -25,8 +28,6 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.IdleSessionTimeoutError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
-    asyncpg.exceptions.InterfaceError,
-    TimeoutError,
 )
 
 

@@ -12,8 +12,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from core.errors import Permanent
 
-class EmbeddedDatabaseError(RuntimeError):
+
+class EmbeddedDatabaseError(Permanent):
     """The embedded server could not be started in the data directory."""
 
 

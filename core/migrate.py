@@ -16,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
+from core.errors import Permanent
 from core.logging import get_logger
 
 log = get_logger("core.migrate")
@@ -25,7 +26,7 @@ _LOCK_KEY = 0x7175616C69626F74  # "qualibot"; one lock id for every qualibot dat
 _NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
 
 
-class MigrationError(RuntimeError):
+class MigrationError(Permanent):
     """The migrations on disk and in the database disagree."""
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+from core.errors import BadInput
 from core.web import is_digits
 
 MAX_DEPTH = 12  # parts of a key: `leads[update][0][custom_fields][0][values][0][value]` has 8
@@ -27,8 +28,10 @@ MAX_FIELDS = 20_000  # default of QUALIBOT_FORM_MAX_FIELDS
 Form = dict[str, Any]
 
 
-class FormError(ValueError):
+class FormError(BadInput):
     """The body is not a form in PHP-bracket notation; the message says where and why."""
+
+    code = "invalid_form"
 
 
 def _shown(key: str) -> str:

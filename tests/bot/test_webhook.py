@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -260,8 +261,11 @@ async def test_database_down_is_503(make_settings: Any, database_url: str, seede
     from qualibot.app import create_app
     from tests.helpers import running
 
-    broken = await create_pool(database_url, max_size=1)
-    await broken.close()
+    # a server that refuses connections (nothing listens on a port we just held and let go)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+    broken = await create_pool(f"postgresql://postgres@127.0.0.1:{port}/none", max_size=1, min_size=0)
     app = create_app(make_settings(), pool=broken)
     async with running(app) as url, aiohttp.ClientSession() as http:
         resp = await http.post(url + "/webhooks/evolution", json=load("text-2.3.7.json"),
