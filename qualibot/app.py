@@ -49,6 +49,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 408:
             response.force_close()  # the rest of a trickled body is not worth waiting for
         return response
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("http.database_unavailable", path=_route(request), error_type=type(exc).__name__)
+        return error_response(503, "database_unavailable", "the database is unavailable; retry later")
     except QualibotError as exc:
         status = http_status(exc)
         if status < 500:
@@ -65,9 +68,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 400:
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
         raise
-    except UNAVAILABLE_ERRORS as exc:
-        log.warning("http.database_unavailable", path=_route(request), error_type=type(exc).__name__)
-        return error_response(503, "database_unavailable", "the database is unavailable; retry later")
     except asyncpg.PostgresError as exc:
         log.error("http.database_error", path=_route(request), error_type=type(exc).__name__, error=str(exc))
         return error_response(500, "internal_error", "internal error")

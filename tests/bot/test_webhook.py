@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -257,16 +256,10 @@ async def test_bad_bodies_are_400_and_write_nothing(
 async def test_database_down_is_503(make_settings: Any, database_url: str, seeded: asyncpg.Pool) -> None:
     import aiohttp
 
-    from core.db import create_pool
     from qualibot.app import create_app
-    from tests.helpers import running
+    from tests.helpers import refusing_pool, running
 
-    # a server that refuses connections (nothing listens on a port we just held and let go)
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        port = held.getsockname()[1]
-    broken = await create_pool(f"postgresql://postgres@127.0.0.1:{port}/none", max_size=1, min_size=0)
-    app = create_app(make_settings(), pool=broken)
+    app = create_app(make_settings(), pool=await refusing_pool())
     async with running(app) as url, aiohttp.ClientSession() as http:
         resp = await http.post(url + "/webhooks/evolution", json=load("text-2.3.7.json"),
                                headers={"X-Webhook-Secret": WEBHOOK_SECRET})

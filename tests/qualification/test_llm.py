@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from core.context import AppContext
 from qualification.jobs import qualify_dialog
-from qualification.llm import LLMCallError, LLMSetupError, ask, capability, extract_json
+from qualification.llm import LLMSetupError, ask, capability, extract_json
 from qualification.verdict import Verdict
 from tests.fakes.llm import FakeLLM
 from tests.qualification.helpers import dialog_row, job_for, make_dialog, recorded_levels, verdict
