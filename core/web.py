@@ -183,6 +183,12 @@ def clean_text(value: str) -> str:
     return value
 
 
+def storable(text: str) -> bool:
+    """PostgreSQL can hold `text` as it is: ids from a URL or a header are checked before any SQL
+    (a DataError from our SQL is a 500, our bug, not the client's)."""
+    return clean_text(text) == text
+
+
 def clean_strings(value: Any, depth: int = 0) -> Any:
     """`clean_text` applied to every string (and key) of a decoded JSON document."""
     if isinstance(value, str):

@@ -99,6 +99,8 @@ def parse_form(body: bytes, max_fields: int = MAX_FIELDS) -> Form:
                           errors="strict", max_num_fields=max_fields)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormError(f"the body is not a form: {exc}") from exc
+    if "\x00" in text or "%00" in text:  # NUL, which PostgreSQL cannot store, goes (strict UTF-8 has no surrogates)
+        pairs = [(k.replace("\x00", ""), v.replace("\x00", "")) for k, v in pairs]
     root: Form = {}
     for key, value in pairs:
         if not key:

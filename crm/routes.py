@@ -15,7 +15,7 @@ from aiohttp import web
 from core.errors import QualibotError
 from core.logging import get_logger
 from core.metrics import WEBHOOKS
-from core.web import CTX, ApiError, http_status, read_body
+from core.web import CTX, ApiError, http_status, read_body, storable
 from crm import webhook_amocrm, webhook_bitrix24
 from crm.connections import load_connection
 from crm.form import Form, parse_form
@@ -63,7 +63,7 @@ def counted(source: str, handler: Handler) -> Handler:
 async def amocrm_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     connection_id = request.match_info["connection_id"]
-    connection = await load_connection(ctx.pool, connection_id, "amocrm")
+    connection = await load_connection(ctx.pool, connection_id, "amocrm") if storable(connection_id) else None
     if connection is None:
         raise ApiError(404, "unknown_connection", f"no amoCRM connection {connection_id[:60]!r}")
     if not webhook_amocrm.secret_matches(connection, request.match_info["webhook_secret"]):
@@ -83,7 +83,7 @@ async def amocrm_webhook(request: web.Request) -> web.Response:
 async def bitrix24_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     connection_id = request.match_info["connection_id"]
-    connection = await load_connection(ctx.pool, connection_id, "bitrix24")
+    connection = await load_connection(ctx.pool, connection_id, "bitrix24") if storable(connection_id) else None
     if connection is None:
         raise ApiError(404, "unknown_connection", f"no Bitrix24 connection {connection_id[:60]!r}")
     form = await read_form(request)
