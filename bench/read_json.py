@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.web import _UNSAFE, MAX_JSON_VALUES, ApiError, clean_strings, parse_json
+from core.web import _UNSAFE, MAX_JSON_VALUES, BadJson, clean_strings, parse_json
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/bot/fixtures/evolution/image-caption-2.3.7.json"
 
@@ -54,7 +54,7 @@ def hostile(size: int) -> dict[str, bytes]:
 def answer(raw: bytes) -> str:
     try:
         parse_json(raw)
-    except ApiError as exc:
+    except BadJson as exc:
         return f"400 {exc.code}"
     return "decoded"  # `[][][]` is valid and shallow: the route then refuses it as no event
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import jwt
 
-from core.web import ApiError
+from core.errors import Unauthorized
 
 SECRET_HEADER = "X-Webhook-Secret"  # noqa: S105  # a header name, not a secret
 ALGORITHMS = ["HS256"]  # what Evolution signs with; naming it here refuses `none` and every other alg
@@ -63,7 +63,7 @@ def authenticate(
     headers: Mapping[str, str], secret: str, *, body_apikey: Any, api_key: str, grace_seconds: float,
 ) -> str:
     """How the request proved it comes from the instance's Evolution (`header`, `jwt` or `apikey`);
-    a 401 ApiError when it did not."""
+    Unauthorized (401) when it did not."""
     given = headers.get(SECRET_HEADER)
     if given is not None and _same(given, secret):
         return "header"
@@ -74,16 +74,16 @@ def authenticate(
         if problem is None:
             return "jwt"
     if given is not None:
-        raise ApiError(401, "invalid_secret", f"{SECRET_HEADER} does not match the instance's webhook secret")
+        raise Unauthorized(f"{SECRET_HEADER} does not match the instance's webhook secret", code="invalid_secret")
     if problem is not None:
-        raise ApiError(401, "invalid_token", problem)
+        raise Unauthorized(code="invalid_token", detail=problem)
     if isinstance(body_apikey, str) and body_apikey:
         if api_key and _same(body_apikey, api_key):
             return "apikey"
-        raise ApiError(401, "invalid_apikey", "the body's apikey is not the instance's api_key")
-    raise ApiError(
-        401, "missing_secret",
+        raise Unauthorized(code="invalid_apikey", detail="the body's apikey is not the instance's api_key")
+    raise Unauthorized(
         f"send {SECRET_HEADER}: <webhook_secret>, or Authorization: Bearer <HS256 JWT signed with it>; "
         "Evolution's global webhook authenticates by the body's apikey, which it sends only with "
         "AUTHENTICATION_EXPOSE_IN_FETCH_INSTANCES=true",
+        code="missing_secret",
     )

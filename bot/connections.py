@@ -54,7 +54,7 @@ class PinnedConnections:
         slot = await self._slots.get()
         conn = slot
         try:
-            if conn is None or conn.is_closed():
+            if conn is None or not _usable(conn):
                 conn = await pool.acquire()
                 await conn.execute(GENERIC_PLANS)
             yield conn
@@ -84,6 +84,13 @@ class PinnedConnections:
         for conn in idle:
             if conn is not None:
                 await self._give_back(conn)
+
+
+def _usable(conn: asyncpg.Connection) -> bool:
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:  # asyncpg took it back into the pool when its server connection was lost
+        return False
 
 
 def is_connection_error(exc: BaseException) -> bool:

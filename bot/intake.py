@@ -33,9 +33,8 @@ from bot.connections import PinnedConnections, is_connection_error
 from bot.instances import Instance
 from bot.parse import Message
 from bot.referral import Referral
-from core.logging import get_logger
-
-log = get_logger("bot.intake")
+from core.errors import NotFound
+from core.retries import retrying
 
 DIALOG_JOB = "bot.dialog"
 MAX_ATTEMPTS = 3
@@ -67,8 +66,10 @@ SELECT EXISTS (SELECT 1 FROM whatsapp_instances WHERE name = $1) AS known,
 """
 
 
-class InstanceGone(Exception):
+class InstanceGone(NotFound):
     """The instance was removed from the configuration after the webhook's cached lookup."""
+
+    code = "unknown_instance"
 
 
 @dataclass(frozen=True)
@@ -116,20 +117,24 @@ async def store_messages(
     """
     batch = [_statement(instance, m) for m in messages]
     lost_connection = False
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
+
+    def worth_retrying(exc: Exception) -> bool:
+        nonlocal lost_connection
+        if isinstance(exc, asyncpg.DeadlockDetectedError):
+            return True
+        if lost_connection or not is_connection_error(exc):
+            return False
+        lost_connection = True
+        return True
+
+    stored: list[Stored] = []
+    async for attempt in retrying("bot.intake.store_messages", worth_retrying, attempts=MAX_ATTEMPTS,
+                                  wait_initial=0.0, wait_jitter=0.01):
+        with attempt:
             async with conns.connection(pool) as conn:
                 if len(batch) == 1:
-                    return [await _store_one(conn, *batch[0])]
-                async with conn.transaction():
-                    return [await _store_one(conn, sql, args) for sql, args in batch]
-        except asyncpg.DeadlockDetectedError:
-            if attempt == MAX_ATTEMPTS:
-                raise
-            log.info("bot.intake_retry", attempt=attempt, reason="deadlock")
-        except Exception as exc:
-            if lost_connection or attempt == MAX_ATTEMPTS or not is_connection_error(exc):
-                raise
-            lost_connection = True
-            log.warning("bot.intake_retry", attempt=attempt, reason=type(exc).__name__)
-    raise AssertionError("unreachable")
+                    stored = [await _store_one(conn, *batch[0])]
+                else:
+                    async with conn.transaction():
+                        stored = [await _store_one(conn, sql, args) for sql, args in batch]
+    return stored

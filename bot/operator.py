@@ -14,6 +14,7 @@ from typing import Literal
 
 import asyncpg
 
+from core.errors import NotFound
 from core.phones import normalize_phone
 
 ReplyTo = Literal["all", "ad_leads", "off"]
@@ -37,7 +38,7 @@ async def reply_withheld(db: asyncpg.Pool, dialog_id: int) -> str | None:
     return None
 
 
-class ResumeError(LookupError):
+class ResumeError(NotFound):
     """`resume` could not find what it was asked about; the text names the problem."""
 
 

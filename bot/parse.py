@@ -26,8 +26,9 @@ from typing import Any
 
 from bot.referral import Referral, find_referral, has_opaque_ad
 from bot.values import as_bool, as_text, timestamp
+from core.errors import BadInput
 from core.phones import normalize_phone
-from core.web import is_digits
+from core.web import clean_text, is_digits
 
 UPSERT = "messages.upsert"
 SEND = "send.message"
@@ -58,8 +59,10 @@ NO_CONTENT = frozenset({
 })
 
 
-class BadEvent(ValueError):
+class BadEvent(BadInput):
     """The body is JSON but not an Evolution event we can read; the text says what is wrong."""
+
+    code = "not_an_evolution_event"
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ def parse_envelope(body: Any, slug: str | None = None, header_instance: str | No
     instance: Any = body.get("instance")
     if isinstance(instance, dict):  # some versions send {"instanceName": ...}
         instance = instance.get("instanceName") or instance.get("name")
-    instance = as_text(instance) or as_text(header_instance)
+    # the header is not cleaned as JSON bodies are: a name PostgreSQL cannot hold names no instance
+    instance = as_text(instance) or (as_text(clean_text(header_instance)) if header_instance else None)
     if not instance:
         raise BadEvent("`instance` is missing: the instance name tells whose webhook this is")
     return Envelope(event_name(raw_event), instance, body.get("data"))

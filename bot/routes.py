@@ -24,6 +24,7 @@ from bot.instances import INSTANCES, Instance, InstanceCache
 from bot.intake import InstanceGone, Stored, store_messages
 from bot.parse import MESSAGE_EVENTS, BadEvent, Ignored, Invalid, Message, parse_envelope, parse_messages
 from bot.referral import may_carry_referral
+from core.errors import BadInput, Unauthorized
 from core.logging import get_logger
 from core.metrics import WEBHOOKS
 from core.web import CTX, ApiError, parse_json, read_body
@@ -35,11 +36,6 @@ SOURCE = "evolution"
 
 def _count(result: str) -> None:
     WEBHOOKS.labels(SOURCE, result).inc()
-
-
-def _bad(detail: str) -> ApiError:
-    _count("bad_request")
-    return ApiError(400, "not_an_evolution_event", detail)
 
 
 def _unknown(name: str) -> ApiError:
@@ -82,13 +78,10 @@ async def evolution_webhook(request: web.Request) -> web.Response:
     request, raw = await _read_body(request, settings.evolution_max_body_bytes)
     try:
         body = parse_json(raw)
-    except ApiError:
+        envelope = parse_envelope(body, _slug(request), request.headers.get("X-Instance-Name"))
+    except BadInput:  # BadJson, BadEvent: the middleware answers 400 with the error's code
         _count("bad_request")
         raise
-    try:
-        envelope = parse_envelope(body, _slug(request), request.headers.get("X-Instance-Name"))
-    except BadEvent as exc:
-        raise _bad(str(exc)) from None
     pool = request.app[CTX].pool
     instance = await request.app[INSTANCES].get(pool, envelope.instance)
     if instance is None:
@@ -96,7 +89,7 @@ async def evolution_webhook(request: web.Request) -> web.Response:
     try:
         authenticate(request.headers, instance.webhook_secret, body_apikey=body.get("apikey"),
                      api_key=instance.api_key, grace_seconds=settings.jwt_grace_seconds)
-    except ApiError:
+    except Unauthorized:
         _count("unauthorized")
         raise
     if envelope.event not in MESSAGE_EVENTS:
@@ -104,8 +97,9 @@ async def evolution_webhook(request: web.Request) -> web.Response:
         return web.json_response({"status": "ignored", "event": envelope.event})
     try:
         parsed = parse_messages(envelope.data, ads=may_carry_referral(raw), event=envelope.event)
-    except BadEvent as exc:
-        raise _bad(str(exc)) from None
+    except BadEvent:
+        _count("bad_request")
+        raise
     results = await _store(request, instance, parsed)
     for result in results:
         _count(result["status"])

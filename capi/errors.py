@@ -16,14 +16,16 @@ Every answer of `POST /{dataset}/events` ends in one of three kinds (reference m
                     for 2804066 it splits by event name, not in halves, and remembers the refused
                     name (capi.refusals)
 
-The tables are data, not control flow, so a new code is one line.
+The tables are data, not control flow, so a new code is one line. A failure's type says which kind
+it is (`MetaTransient` is a core.errors.Retryable, `MetaRejected` a Permanent); `kind` is its label.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
+
+from core.errors import Permanent, QualibotError, Retryable
 
 Kind = Literal["success", "transient", "permanent"]
 
@@ -93,20 +95,36 @@ PERMISSION_HINT = "The token lacks a permission for this dataset (ads_management
 UNKNOWN_HINT = "Meta refused the request with an error qualibot does not know; its message is in the response."
 
 
-@dataclass(frozen=True)
-class MetaError:
-    """One classified Meta failure (or a missing/unreadable answer)."""
+class MetaError(QualibotError):
+    """One classified Meta failure (or a missing/unreadable answer); returned in a GraphAnswer,
+    not raised. `meta_code`/`subcode` are Meta's own numbers."""
 
-    kind: Kind
-    message: str
-    hint: str | None = None
-    code: int | None = None
-    subcode: int | None = None
-    request_wide: bool = True  # False: one of the events is at fault, isolation can help
+    code = "meta_error"
+
+    def __init__(self, message: str, hint: str | None = None, meta_code: int | None = None,
+                 subcode: int | None = None, request_wide: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.meta_code = meta_code
+        self.subcode = subcode
+        self.request_wide = request_wide  # False: one of the events is at fault, isolation can help
+
+    @property
+    def kind(self) -> Kind:
+        return "transient" if isinstance(self, Retryable) else "permanent"
 
     @property
     def throttled(self) -> bool:
-        return self.code in THROTTLING_CODES
+        return self.meta_code in THROTTLING_CODES
+
+
+class MetaTransient(MetaError, Retryable):
+    """Worth sending again later, with the same event ids."""
+
+
+class MetaRejected(MetaError, Permanent):
+    """Sending it again changes nothing; the row becomes `error` with a hint."""
 
 
 def hint_for(code: int | None, subcode: int | None) -> str | None:
@@ -144,23 +162,23 @@ def classify_error(http_status: int, body: Any) -> MetaError:
     code, subcode = _int(error.get("code")), _int(error.get("error_subcode"))
     message = describe(error)
     if error.get("is_transient") is True or code in TRANSIENT_CODES:
-        return MetaError("transient", message, code=code, subcode=subcode)
+        return MetaTransient(message, meta_code=code, subcode=subcode)
     if code in PERMANENT_CODES:
         request_wide = code in REQUEST_WIDE_CODES or subcode in REQUEST_WIDE_SUBCODES
-        return MetaError("permanent", message, hint_for(code, subcode), code, subcode, request_wide)
+        return MetaRejected(message, hint_for(code, subcode), code, subcode, request_wide)
     if http_status >= 500 or http_status in (408, 429):
-        return MetaError("transient", message, code=code, subcode=subcode)
-    return MetaError("permanent", message, hint_for(code, subcode) or UNKNOWN_HINT, code, subcode)
+        return MetaTransient(message, meta_code=code, subcode=subcode)
+    return MetaRejected(message, hint_for(code, subcode) or UNKNOWN_HINT, code, subcode)
 
 
 def classify_status(http_status: int, what: str) -> MetaError:
     """An answer without a usable Meta error: decided by the HTTP status alone."""
     message = f"HTTP {http_status}: {what}"
     if http_status >= 500 or http_status in (408, 429) or 200 <= http_status < 300:
-        return MetaError("transient", message)
-    return MetaError("permanent", message, UNKNOWN_HINT)
+        return MetaTransient(message)
+    return MetaRejected(message, UNKNOWN_HINT)
 
 
 def transport_error(what: str) -> MetaError:
     """No answer (timeout, connection refused or closed): Meta may or may not have the events."""
-    return MetaError("transient", what)
+    return MetaTransient(what)

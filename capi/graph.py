@@ -80,8 +80,8 @@ class GraphClient:
 
 
 def _no_answer(sent: int, what: str, transport: str) -> GraphAnswer:
-    return GraphAnswer("transient", sent, None, {"transport_error": transport, "detail": what},
-                       transport_error(what))
+    error = transport_error(what)
+    return GraphAnswer(error.kind, sent, None, {"transport_error": transport, "detail": what}, error)
 
 
 def interpret(status: int, raw: bytes, sent: int, token: str = "") -> GraphAnswer:

@@ -7,7 +7,6 @@ All statements are set-based (one per batch, `unnest` of arrays), whatever the b
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
+
+from core.retries import retrying
 
 _CLAIM_SQL = """
 WITH due AS (
@@ -192,15 +193,12 @@ async def _with_retry(
     statement: Callable[[], Awaitable[list[asyncpg.Record]]], tries: int = 3
 ) -> list[asyncpg.Record]:
     """Run a bookkeeping statement again if Postgres picked it as a deadlock victim."""
-    for attempt in range(tries):
-        try:
-            result: list[asyncpg.Record] = await statement()
-            return result
-        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
-            if attempt == tries - 1:
-                raise
-            await asyncio.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    result: list[asyncpg.Record] = []
+    async for attempt in retrying("capi.ledger.record", (asyncpg.DeadlockDetectedError, asyncpg.SerializationError),
+                                  attempts=tries, wait_initial=0.05, wait_jitter=0.05):
+        with attempt:
+            result = await statement()
+    return result
 
 
 async def next_due_in(pool: asyncpg.Pool | asyncpg.Connection) -> float | None:

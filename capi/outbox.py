@@ -162,7 +162,7 @@ class Outbox:
         if answer.kind == "transient":
             if answer.error is not None and answer.error.throttled and self.settings.capi_throttle_seconds:
                 self.resting[first.token] = time.monotonic() + self.settings.capi_throttle_seconds
-                log.warning("capi.token_throttled", dataset=first.dataset, code=answer.error.code,
+                log.warning("capi.token_throttled", dataset=first.dataset, code=answer.error.meta_code,
                             rest_seconds=self.settings.capi_throttle_seconds)
             return [self._retry(r, answer) for r in rows]
         assert answer.error is not None

@@ -5,19 +5,41 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
 from core.embedded import EmbeddedPostgres
+from core.errors import Retryable
 from core.settings import Settings
 
+
+class DatabaseUnavailable(Retryable):
+    """The pool could not open a connection: refused, reset, no server socket, or no answer in time."""
+
+    code = "database_unavailable"
+
+
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg.connect, with a network failure on the way to the database said as such: an OSError
+    or a timeout here is the database's absence, while elsewhere it may be anything."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (OSError, TimeoutError) as exc:  # the text may name the host or socket path: the type only
+        raise DatabaseUnavailable(f"cannot connect to the database ({type(exc).__name__})") from exc
+
 # Errors that mean "the database is not reachable right now" rather than "our SQL is wrong": the
-# connection is gone or refused (SQLSTATE class 08, 57P01-57P03 shutdown / crash / starting up,
-# 57P05 idle timeout, 53300 too many connections, 55000 "database is not currently accepting
-# connections", which also covers its 55P03 lock-not-available: a retry may succeed there too).
+# connection is gone or refused (SQLSTATE class 08, asyncpg's PostgresConnectionError, which
+# includes a connection closed mid-query; 57P01-57P03 shutdown / crash / starting up; 57P05 idle
+# timeout; 53300 too many connections; 55000 "database is not currently accepting connections",
+# which also covers its 55P03 lock-not-available: a retry may succeed there too), or the pool's
+# connect failed (DatabaseUnavailable), or a socket to it was refused or reset. Not every OSError or
+# timeout: a file, a peer's socket or a slow query of ours is our problem (500), not the database's
+# absence (503).
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
+    DatabaseUnavailable,
+    ConnectionRefusedError,
+    ConnectionResetError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
@@ -25,8 +47,6 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.IdleSessionTimeoutError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
-    asyncpg.exceptions.InterfaceError,
-    TimeoutError,
 )
 
 
@@ -42,6 +62,7 @@ async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asy
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        connect=_connect,
         command_timeout=60,
         timeout=10,
     )

@@ -14,13 +14,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from core.errors import Permanent
+
 # pgserver gives `pg_ctl start` 10 s; on a loaded or slow machine the server needs longer. pg_ctl
 # giving up does not stop the server, so a later attempt attaches to it and waits until it is ready.
 START_ATTEMPTS = 3
 READY_SECONDS = 60.0
 
 
-class EmbeddedDatabaseError(RuntimeError):
+class EmbeddedDatabaseError(Permanent):
     """The embedded server could not be started in the data directory."""
 
 

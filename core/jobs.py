@@ -35,6 +35,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import asyncpg
 
+from core.errors import Permanent, Retryable
 from core.logging import get_logger
 from core.metrics import JOBS_DONE
 from core.secrets import redact
@@ -46,11 +47,11 @@ Mode = Literal["debounce", "coalesce"]
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
-class Retry(Exception):  # reads as control flow: raise Retry(defer=30)
+class Retry(Retryable):  # reads as control flow: raise Retry(defer=30)
     """Raised by a handler to run the job again after `defer` seconds (counts as an attempt)."""
 
     def __init__(self, defer: float, reason: str = "retry requested") -> None:
-        super().__init__(reason)
+        super().__init__(reason, retry_after=defer)
         self.defer = defer
 
 
@@ -262,7 +263,8 @@ class Worker(Generic[DepsT]):
             JOBS_DONE.labels(job.name, "retry").inc()
             await self._reschedule(job, token, retry.defer, str(retry), final=False)
         except Exception as exc:
-            final = job.attempts >= job.max_attempts
+            # a Permanent error fails the job at once; a Retryable one (or a bug) is retried with backoff
+            final = isinstance(exc, Permanent) or job.attempts >= job.max_attempts
             JOBS_DONE.labels(job.name, "failed" if final else "error").inc()
             log.warning(
                 "job.failed", job=job.name, job_id=job.id, attempt=job.attempts, final=final,

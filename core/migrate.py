@@ -1,9 +1,17 @@
 """Numbered SQL migrations: applied in order, once, under an advisory lock, checksummed.
 
-Files live in `migrations/` beside the packages (`NNN_name.sql`). Each file is applied in its own
-transaction together with its row in `schema_migrations`, so a failure leaves nothing half-applied.
-Concurrent `qualibot migrate` runs serialise on the advisory lock; the second finds nothing to do.
-An applied file whose text changed is refused: the database would no longer match the repository.
+Files live in the `migrations` package beside the others (`NNN_name.sql`), shipped as package data
+and read with importlib.resources, so an installed wheel migrates too. Each file is applied in its
+own transaction together with its row in `schema_migrations`, so a failure leaves nothing
+half-applied. Concurrent `qualibot migrate` runs serialise on the advisory lock; the second finds
+nothing to do. Refused: an applied file whose text changed (the database would no longer match the
+code), and a new file numbered below the last applied one (databases that applied the files in
+different orders would differ).
+
+A file whose first line is `-- qualibot: no-transaction` runs outside a transaction, one statement
+at a time, for what PostgreSQL refuses inside one (`CREATE INDEX CONCURRENTLY`). Its statements are
+split at semicolons that end a line, so keep it to plain statements; write them so a rerun after a
+failure part-way succeeds (`IF NOT EXISTS`; drop an INVALID index a failed concurrent build left).
 """
 
 from __future__ import annotations
@@ -12,20 +20,24 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
+from core.errors import Permanent
 from core.logging import get_logger
 
 log = get_logger("core.migrate")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR: Traversable = files("migrations")
 _LOCK_KEY = 0x7175616C69626F74  # "qualibot"; one lock id for every qualibot database
 _NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
+NO_TRANSACTION = "-- qualibot: no-transaction"
+_STATEMENT_END = re.compile(r";[ \t]*(?:--[^\n]*)?$", re.MULTILINE)
 
 
-class MigrationError(RuntimeError):
+class MigrationError(Permanent):
     """The migrations on disk and in the database disagree."""
 
 
@@ -39,10 +51,20 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
+    @property
+    def in_transaction(self) -> bool:
+        return self.sql.split("\n", 1)[0].strip() != NO_TRANSACTION
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    def statements(self) -> list[str]:
+        """The file's statements, for a no-transaction migration (run one by one: PostgreSQL runs a
+        multi-statement string as one implicit transaction)."""
+        parts = (p.strip() for p in _STATEMENT_END.split(self.sql))
+        return [p for p in parts if p and any(not line.strip().startswith("--") for line in p.splitlines())]
+
+
+def discover(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
     found: list[Migration] = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         match = _NAME.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files are named NNN_lowercase_name.sql")
@@ -53,7 +75,7 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+async def migrate(conn: asyncpg.Connection, directory: Traversable = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations; returns the names applied by this call."""
     migrations = discover(directory)
     applied_now: list[str] = []
@@ -75,17 +97,24 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
                     f"{m.name} was applied and has been edited since (checksum differs); "
                     "add a new migration instead of changing an applied one"
                 )
+        last = max(applied, default=0)
+        late = [m for m in migrations if m.version not in applied and m.version < last]
+        if late:
+            raise MigrationError(
+                f"{late[0].name} is numbered below {applied[last]['name']}, the last applied migration; "
+                f"renumber it above {last:03d} (a database that applied it earlier would differ from this one)"
+            )
         for m in migrations:
             if m.version in applied:
                 continue
-            async with conn.transaction():
-                await conn.execute(m.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    m.version,
-                    m.name,
-                    m.checksum,
-                )
+            if m.in_transaction:
+                async with conn.transaction():
+                    await conn.execute(m.sql)
+                    await _record(conn, m)
+            else:
+                for statement in m.statements():
+                    await conn.execute(statement)
+                await _record(conn, m)
             log.info("migrate.applied", migration=m.name)
             applied_now.append(m.name)
     finally:
@@ -93,7 +122,12 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
     return applied_now
 
 
-async def check_current(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> None:
+async def _record(conn: asyncpg.Connection, m: Migration) -> None:
+    await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                       m.version, m.name, m.checksum)
+
+
+async def check_current(conn: asyncpg.Connection, directory: Traversable = MIGRATIONS_DIR) -> None:
     """Refuse to run against a database whose applied migrations differ from the files."""
     migrations = {m.version: m for m in discover(directory)}
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")

@@ -11,20 +11,37 @@ from typing import Any
 from aiohttp import web
 
 from core.context import AppContext
+from core.errors import BadInput, NotFound, Permanent, QualibotError, Retryable, Unauthorized
 
 CTX: web.AppKey[AppContext] = web.AppKey("ctx", AppContext)
 
 
-class ApiError(Exception):
-    """A client error with a stable code; the error middleware renders it as
-    `{"error": code, "detail": text}` with the given 4xx status."""
+class ApiError(QualibotError):
+    """An HTTP-level refusal (a body too slow or too large, a route's own check) with its status;
+    the error middleware renders it as `{"error": code, "detail": text}`. Parsers and domain code
+    raise domain errors (`core.errors`) instead, and `http_status` gives their status."""
 
     def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
+        super().__init__(detail, code=code)
         self.status = status
-        self.code = code
-        self.detail = detail
         self.extra = extra
+
+
+class BadJson(BadInput):
+    """The body is not JSON we accept; `code` says which way (invalid_json, json_too_deep, ...)."""
+
+
+# The one translation of domain errors to HTTP statuses, first match wins. A Retryable is 503 so
+# peers retry (Evolution and amoCRM retry 5xx, not 4xx); any other error of ours is our bug: 500.
+HTTP_STATUS: tuple[tuple[type[QualibotError], int], ...] = (
+    (BadInput, 400), (Unauthorized, 401), (NotFound, 404), (Retryable, 503), (Permanent, 500),
+)
+
+
+def http_status(exc: QualibotError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status
+    return next((status for kind, status in HTTP_STATUS if isinstance(exc, kind)), 500)
 
 
 def is_digits(text: str) -> bool:
@@ -78,7 +95,7 @@ _DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
 
 
 def parse_json(raw: bytes) -> Any:
-    """`raw` decoded as JSON in time linear in its size; ApiError 400 naming what is wrong.
+    """`raw` decoded as JSON in time linear in its size; BadJson naming what is wrong.
 
     Refused before decoding: nesting deeper than MAX_JSON_DEPTH (json.loads recurses, and a 1 MB
     `[[[[` would end in a RecursionError), more than MAX_JSON_VALUES values. Refused while decoding:
@@ -86,31 +103,31 @@ def parse_json(raw: bytes) -> Any:
     integers longer than Python's int digit limit (`sys.get_int_max_str_digits()`, 4,300 by default).
     """
     if not raw.strip():
-        raise ApiError(400, "empty_body", "the request body is empty; a JSON object was expected")
+        raise BadJson(code="empty_body", detail="the request body is empty; a JSON object was expected")
     try:
         text = raw.decode(json.detect_encoding(raw), "surrogatepass")
     except UnicodeDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+        raise BadJson(code="invalid_json", detail=f"the body is not valid JSON: {exc}") from exc
     problem = _shape_problem(text)
     if problem is not None:
         if problem[0] == "json_too_deep":
             try:  # tell a body that is merely broken from one that is too deep: json recurses 1,000 at most
                 json.loads(text)
             except json.JSONDecodeError as exc:
-                raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+                raise BadJson(code="invalid_json", detail=f"the body is not valid JSON: {exc}") from exc
             except (RecursionError, ValueError):
                 pass
-        raise ApiError(400, *problem)
+        raise BadJson(problem[1], code=problem[0])
     try:
         data = _DECODER.decode(text)
     except RecursionError as exc:  # only a body that is not JSON gets past _shape_problem this deep
-        raise ApiError(400, "json_too_deep", f"the JSON nests deeper than {MAX_JSON_DEPTH} levels") from exc
+        raise BadJson(code="json_too_deep", detail=f"the JSON nests deeper than {MAX_JSON_DEPTH} levels") from exc
     except _Refused as exc:
-        raise ApiError(400, "invalid_number", str(exc)) from exc
+        raise BadJson(code="invalid_number", detail=str(exc)) from exc
     except json.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+        raise BadJson(code="invalid_json", detail=f"the body is not valid JSON: {exc}") from exc
     except ValueError as exc:  # int(): "Exceeds the limit (4300 digits) for integer string conversion"
-        raise ApiError(400, "invalid_number", f"an integer has too many digits: {str(exc)[:80]}") from exc
+        raise BadJson(code="invalid_number", detail=f"an integer has too many digits: {str(exc)[:80]}") from exc
     return clean_strings(data) if _UNSAFE.search(raw) else data
 
 
@@ -164,6 +181,12 @@ def clean_text(value: str) -> str:
         value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
         value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
     return value
+
+
+def storable(text: str) -> bool:
+    """PostgreSQL can hold `text` as it is: ids from a URL or a header are checked before any SQL
+    (a DataError from our SQL is a 500, our bug, not the client's)."""
+    return clean_text(text) == text
 
 
 def clean_strings(value: Any, depth: int = 0) -> Any:

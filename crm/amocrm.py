@@ -11,8 +11,9 @@ from typing import Any
 
 import aiohttp
 
+from core.retries import retrying
 from crm.entity import CrmRecord, FieldSet, FieldValue
-from crm.errors import CrmAuthError, CrmThrottled, CrmUnavailable
+from crm.errors import CrmAuthError, CrmTooManyRequests, CrmUnavailable
 from crm.ratelimit import RateLimiter
 from crm.transport import Answer, host_of, send
 
@@ -48,20 +49,22 @@ class AmoClient:
     async def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any] | None:
         """The entity at `path`, or None when amoCRM says it is gone (204)."""
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/hal+json"}
-        for attempt in range(1, THROTTLE_TRIES + 1):
-            # only a sync's first request may refuse a long queue; once started, it finishes
-            max_wait, self.max_wait = self.max_wait, None
-            answer = await send(self.http, CRM, "GET", self.base_url + path, limiter=self.limiter,
-                                timeout_seconds=self.timeout, headers=headers, params=params, max_wait=max_wait)
-            if answer.status == 429:
-                pause = answer.retry_after or THROTTLE_PAUSE * 2 ** (attempt - 1)
-                await self.limiter.pause(pause)
-                if attempt < THROTTLE_TRIES:
-                    continue  # the next acquire waits out the pause
-                raise CrmThrottled(CRM, f"amoCRM at {host_of(self.base_url)} answered 429 Too Many "
-                                        f"Requests {THROTTLE_TRIES} times", retry_after=pause)
-            return self._entity(answer)
-        raise AssertionError("unreachable")  # pragma: no cover
+        answer: Answer | None = None
+        # no wait of our own between tries: the next acquire waits out the limiter's pause
+        async for attempt in retrying("crm.amocrm.get", CrmTooManyRequests, attempts=THROTTLE_TRIES,
+                                      wait_initial=0.0):
+            with attempt:
+                # only a sync's first request may refuse a long queue; once started, it finishes
+                max_wait, self.max_wait = self.max_wait, None
+                answer = await send(self.http, CRM, "GET", self.base_url + path, limiter=self.limiter,
+                                    timeout_seconds=self.timeout, headers=headers, params=params, max_wait=max_wait)
+                if answer.status == 429:
+                    pause = answer.retry_after or THROTTLE_PAUSE * 2 ** (attempt.num - 1)
+                    await self.limiter.pause(pause)
+                    raise CrmTooManyRequests(CRM, f"amoCRM at {host_of(self.base_url)} answered 429 Too Many "
+                                                  f"Requests {attempt.num} times", retry_after=pause)
+        assert answer is not None
+        return self._entity(answer)
 
     def _entity(self, answer: Answer) -> dict[str, Any] | None:
         host = host_of(self.base_url)

@@ -14,8 +14,9 @@ from typing import Any
 
 import aiohttp
 
+from core.retries import retrying
 from crm.entity import CrmRecord, FieldSet, FieldValue
-from crm.errors import CrmAuthError, CrmThrottled, CrmUnavailable
+from crm.errors import CrmAuthError, CrmThrottled, CrmTooManyRequests, CrmUnavailable
 from crm.ratelimit import RateLimiter
 from crm.transport import Answer, host_of, send
 
@@ -57,21 +58,24 @@ class BitrixClient:
         return labels
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
-        for attempt in range(1, THROTTLE_TRIES + 1):
-            # only a sync's first request may refuse a long queue; once started, it finishes
-            max_wait, self.max_wait = self.max_wait, None
-            answer = await send(self.http, CRM, "POST", f"{self.rest_url}{method}.json", limiter=self.limiter,
-                                timeout_seconds=self.timeout, json_body=params, max_wait=max_wait)
-            error = _error(answer)
-            if answer.status == 503 and error[0] == "QUERY_LIMIT_EXCEEDED":
-                pause = answer.retry_after or THROTTLE_PAUSE * 2 ** (attempt - 1)
-                await self.limiter.pause(pause)
-                if attempt < THROTTLE_TRIES:
-                    continue
-                raise CrmThrottled(CRM, f"Bitrix24 at {self.host} answered QUERY_LIMIT_EXCEEDED "
-                                        f"{THROTTLE_TRIES} times", retry_after=pause)
-            return self._result(method, answer, error)
-        raise AssertionError("unreachable")  # pragma: no cover
+        answer: Answer | None = None
+        error = ("", "")
+        # no wait of our own between tries: the next acquire waits out the limiter's pause
+        async for attempt in retrying("crm.bitrix24.call", CrmTooManyRequests, attempts=THROTTLE_TRIES,
+                                      wait_initial=0.0):
+            with attempt:
+                # only a sync's first request may refuse a long queue; once started, it finishes
+                max_wait, self.max_wait = self.max_wait, None
+                answer = await send(self.http, CRM, "POST", f"{self.rest_url}{method}.json", limiter=self.limiter,
+                                    timeout_seconds=self.timeout, json_body=params, max_wait=max_wait)
+                error = _error(answer)
+                if answer.status == 503 and error[0] == "QUERY_LIMIT_EXCEEDED":
+                    pause = answer.retry_after or THROTTLE_PAUSE * 2 ** (attempt.num - 1)
+                    await self.limiter.pause(pause)
+                    raise CrmTooManyRequests(CRM, f"Bitrix24 at {self.host} answered QUERY_LIMIT_EXCEEDED "
+                                                  f"{attempt.num} times", retry_after=pause)
+        assert answer is not None
+        return self._result(method, answer, error)
 
     def _result(self, method: str, answer: Answer, error: tuple[str, str]) -> Any:
         code, description = error

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+from core.errors import BadInput
 from core.web import is_digits
 
 MAX_DEPTH = 12  # parts of a key: `leads[update][0][custom_fields][0][values][0][value]` has 8
@@ -27,8 +28,10 @@ MAX_FIELDS = 20_000  # default of QUALIBOT_FORM_MAX_FIELDS
 Form = dict[str, Any]
 
 
-class FormError(ValueError):
+class FormError(BadInput):
     """The body is not a form in PHP-bracket notation; the message says where and why."""
+
+    code = "invalid_form"
 
 
 def _shown(key: str) -> str:
@@ -96,6 +99,8 @@ def parse_form(body: bytes, max_fields: int = MAX_FIELDS) -> Form:
                           errors="strict", max_num_fields=max_fields)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormError(f"the body is not a form: {exc}") from exc
+    if "\x00" in text or "%00" in text:  # NUL, which PostgreSQL cannot store, goes (strict UTF-8 has no surrogates)
+        pairs = [(k.replace("\x00", ""), v.replace("\x00", "")) for k, v in pairs]
     root: Form = {}
     for key, value in pairs:
         if not key:

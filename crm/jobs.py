@@ -9,10 +9,11 @@ as failed with the reason.
 from __future__ import annotations
 
 from core.context import AppContext
+from core.errors import Retryable
 from core.jobs import Executor, Job, JobRegistry, Retry, backoff_delay, enqueue
 from core.logging import get_logger
 from core.retention import RetentionLoop
-from crm.errors import CrmAuthError, CrmError, CrmThrottled
+from crm.errors import CrmAuthError, CrmError
 from crm.privacy import remove_old_events
 from crm.sync import sync_entity
 
@@ -50,7 +51,7 @@ async def run_sync(ctx: AppContext, job: Job) -> None:
         if final:
             raise
         defer = backoff_delay(job.attempts, ctx.settings.crm_retry_base_seconds, RETRY_MAX_SECONDS)
-        if isinstance(exc, CrmThrottled):  # never sooner than the CRM (or our own queue) asks
+        if isinstance(exc, Retryable) and exc.retry_after:  # never sooner than the CRM (or our queue) asks
             defer = max(defer, exc.retry_after)
         raise Retry(defer=defer, reason=f"{type(exc).__name__}: {exc}") from exc
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 
+from core.errors import Retryable
 from core.jobs import Executor
 
 # spacing is this much wider than 1/rate, so arrival jitter at the CRM never looks like a burst
@@ -45,11 +46,11 @@ VALUES ($1, clock_timestamp() + make_interval(secs => $2))
 ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(s.next_at, clock_timestamp() + make_interval(secs => $2))"""
 
 
-class Backlogged(Exception):
+class Backlogged(Retryable):
     """More requests are already waiting than `max_wait` allows; come back in `wait` seconds."""
 
     def __init__(self, wait: float) -> None:
-        super().__init__(f"about {wait:.1f}s of requests already queued")
+        super().__init__(f"about {wait:.1f}s of requests already queued", retry_after=wait)
         self.wait = wait
 
 

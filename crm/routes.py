@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from core.errors import QualibotError
 from core.logging import get_logger
 from core.metrics import WEBHOOKS
-from core.web import CTX, ApiError, read_body
+from core.web import CTX, ApiError, http_status, read_body, storable
 from crm import webhook_amocrm, webhook_bitrix24
 from crm.connections import load_connection
-from crm.form import Form, FormError, parse_form
+from crm.form import Form, parse_form
 from crm.store import store_events
 
 log = get_logger("crm.routes")
@@ -32,10 +33,7 @@ async def read_form(request: web.Request) -> Form:
     body = await read_body(request)
     if not body.strip():
         raise ApiError(400, "empty_body", "the body is empty; a form-encoded CRM webhook was expected")
-    try:
-        return parse_form(body, request.app[CTX].settings.form_max_fields)
-    except FormError as exc:
-        raise ApiError(400, "invalid_form", str(exc)) from exc
+    return parse_form(body, request.app[CTX].settings.form_max_fields)  # FormError: 400 invalid_form
 
 
 def counted(source: str, handler: Handler) -> Handler:
@@ -44,9 +42,13 @@ def counted(source: str, handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             response = await handler(request)
-        except ApiError as exc:
-            WEBHOOKS.labels(source, RESULTS.get(exc.status, str(exc.status))).inc()
-            log.info("crm.webhook_rejected", source=source, status=exc.status, code=exc.code,
+        except QualibotError as exc:
+            status = http_status(exc)
+            if status >= 500:
+                WEBHOOKS.labels(source, "error").inc()
+                raise
+            WEBHOOKS.labels(source, RESULTS.get(status, str(status))).inc()
+            log.info("crm.webhook_rejected", source=source, status=status, code=exc.code,
                      connection=request.match_info.get("connection_id"))
             raise
         except Exception:
@@ -61,7 +63,7 @@ def counted(source: str, handler: Handler) -> Handler:
 async def amocrm_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     connection_id = request.match_info["connection_id"]
-    connection = await load_connection(ctx.pool, connection_id, "amocrm")
+    connection = await load_connection(ctx.pool, connection_id, "amocrm") if storable(connection_id) else None
     if connection is None:
         raise ApiError(404, "unknown_connection", f"no amoCRM connection {connection_id[:60]!r}")
     if not webhook_amocrm.secret_matches(connection, request.match_info["webhook_secret"]):
@@ -81,7 +83,7 @@ async def amocrm_webhook(request: web.Request) -> web.Response:
 async def bitrix24_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     connection_id = request.match_info["connection_id"]
-    connection = await load_connection(ctx.pool, connection_id, "bitrix24")
+    connection = await load_connection(ctx.pool, connection_id, "bitrix24") if storable(connection_id) else None
     if connection is None:
         raise ApiError(404, "unknown_connection", f"no Bitrix24 connection {connection_id[:60]!r}")
     form = await read_form(request)

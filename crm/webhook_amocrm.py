@@ -11,7 +11,8 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 
-from core.web import ApiError, is_digits
+from core.errors import BadInput, Unauthorized
+from core.web import is_digits
 from crm.connections import Connection
 from crm.form import Form, indexed, is_id, text
 from crm.store import EntityEvent
@@ -35,13 +36,13 @@ def check_account(form: Form, connection: Connection) -> None:
     """`account[id]` or `account[subdomain]` must be the connection's amoCRM account."""
     account_id, subdomain = text(form, "account", "id"), text(form, "account", "subdomain")
     if account_id is None and subdomain is None:
-        raise ApiError(400, "missing_account", "an amoCRM webhook carries account[id] or account[subdomain]; "
+        raise BadInput(code="missing_account", detail="an amoCRM webhook carries account[id] or account[subdomain]; "
                                                "this body has neither")
     if account_id is not None and connection.crm_account_id and account_id == connection.crm_account_id:
         return
     if subdomain is not None and connection.subdomain and subdomain.lower() == connection.subdomain.lower():
         return
-    raise ApiError(401, "account_mismatch", "the webhook's amoCRM account is not the one of this connection")
+    raise Unauthorized(code="account_mismatch", detail="the webhook's amoCRM account is not the one of this connection")
 
 
 def _entity_type(section: str, item: dict[str, object]) -> str:
@@ -60,23 +61,23 @@ def parse(form: Form) -> AmoWebhook:
                 hook.ignored.append(f"{section}[{action}]")
                 continue
             if not isinstance(entities, dict) or not entities:
-                raise ApiError(400, "invalid_entity", f"{section}[{action}] holds no entities")
+                raise BadInput(code="invalid_entity", detail=f"{section}[{action}] holds no entities")
             for index, item in indexed(entities):
                 hook.events.append(_event(section, action, index, item))
     if not hook.events and not hook.ignored:
-        raise ApiError(400, "no_entities", "the body carries no amoCRM entity: expected keys like "
+        raise BadInput(code="no_entities", detail="the body carries no amoCRM entity: expected keys like "
                                            "leads[update][0][id] or contacts[add][0][id]")
     return hook
 
 
 def _event(section: str, action: str, index: str, item: object) -> EntityEvent:
     if not is_digits(index):  # amoCRM numbers its entities; `²` or a name is not a list it sent
-        raise ApiError(400, "invalid_entity", f"{section}[{action}][{index[:40]}]: the index is not a number")
+        raise BadInput(code="invalid_entity", detail=f"{section}[{action}][{index[:40]}]: the index is not a number")
     if not isinstance(item, dict):
-        raise ApiError(400, "invalid_entity", f"{section}[{action}][{index}] is not an entity")
+        raise BadInput(code="invalid_entity", detail=f"{section}[{action}][{index}] is not an entity")
     entity_id = text(item, "id")
     if entity_id is None or not is_id(entity_id):
-        raise ApiError(400, "invalid_entity", f"{section}[{action}][{index}][id] is missing or not a number")
+        raise BadInput(code="invalid_entity", detail=f"{section}[{action}][{index}][id] is missing or not a number")
     return EntityEvent(
         event=f"{section}.{action}", entity_type=_entity_type(section, item), entity_id=entity_id,
         payload={"action": action, "entity": item}, sync=action != "delete",

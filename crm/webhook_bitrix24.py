@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import re
 
-from core.web import ApiError
+from core.errors import BadInput
 from crm.connections import Connection
 from crm.form import Form, is_id, text
 from crm.store import EntityEvent
@@ -28,13 +28,13 @@ def token_matches(form: Form, connection: Connection) -> bool:
 def parse(form: Form) -> EntityEvent:
     event = text(form, "event")
     if event is None:
-        raise ApiError(400, "missing_event", f"a Bitrix24 webhook carries `event` ({SUPPORTED}); this body has none")
+        raise BadInput(f"a Bitrix24 webhook carries `event` ({SUPPORTED}); this body has none", code="missing_event")
     match = EVENT.fullmatch(event.upper())
     if match is None:
-        raise ApiError(400, "unsupported_event", f"event {event[:60]!r} is not synced; subscribe to {SUPPORTED}")
+        raise BadInput(code="unsupported_event", detail=f"event {event[:60]!r} is not synced; subscribe to {SUPPORTED}")
     entity_id = text(form, "data", "FIELDS", "ID")
     if entity_id is None or not is_id(entity_id):
-        raise ApiError(400, "missing_id", "data[FIELDS][ID] is missing or not a number")
+        raise BadInput(code="missing_id", detail="data[FIELDS][ID] is missing or not a number")
     auth = form.get("auth")
     auth = auth if isinstance(auth, dict) else {}
     payload = {

@@ -12,10 +12,11 @@ from aiohttp import web
 
 from core.context import AppContext, make_llm
 from core.db import UNAVAILABLE_ERRORS, create_pool, database_dsn
+from core.errors import QualibotError
 from core.jobs import JobRegistry, Worker
 from core.logging import get_logger
 from core.settings import Settings
-from core.web import CTX, ApiError, error_response
+from core.web import CTX, ApiError, error_response, http_status
 from qualibot import health
 from qualibot.secret_values import secrets_kept_current
 from qualibot.wiring import add_domain_routes, job_registry
@@ -36,7 +37,11 @@ def _route(request: web.Request) -> str:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """4xx as `{"error", "detail"}`; a database outage as 503 (so peers retry); other 5xx without internals."""
+    """4xx as `{"error", "detail"}`; a database outage as 503 (so peers retry); other 5xx without internals.
+
+    The one place errors become HTTP answers: our errors by `core.web.http_status`; a database that
+    refuses or drops connections is 503; anything else, our SQL's DataError included, is 500 (bad
+    input is refused by parsers before any SQL, and Evolution retries a 5xx but not a 4xx)."""
     try:
         return await handler(request)
     except ApiError as exc:
@@ -44,6 +49,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 408:
             response.force_close()  # the rest of a trickled body is not worth waiting for
         return response
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("http.database_unavailable", path=_route(request), error_type=type(exc).__name__)
+        return error_response(503, "database_unavailable", "the database is unavailable; retry later")
+    except QualibotError as exc:
+        status = http_status(exc)
+        if status < 500:
+            return error_response(status, exc.code, exc.detail)
+        log.error("http.error", path=_route(request), status=status, error_type=type(exc).__name__,
+                  error=exc.detail)
+        if status == 503:
+            return error_response(503, exc.code, "a service qualibot needs is unavailable; retry later")
+        return error_response(500, "internal_error", "internal error")
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[CTX].settings.max_body_bytes
         return error_response(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
@@ -51,13 +68,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 400:
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
         raise
-    except (asyncpg.DataError, UnicodeEncodeError) as exc:
-        # text the database cannot hold (NUL, broken UTF-16) that no parser cleaned: the input is bad
-        log.warning("http.unstorable_input", path=_route(request), error_type=type(exc).__name__)
-        return error_response(400, "invalid_characters", "the request holds characters that cannot be stored")
-    except UNAVAILABLE_ERRORS as exc:
-        log.warning("http.database_unavailable", path=_route(request), error_type=type(exc).__name__)
-        return error_response(503, "database_unavailable", "the database is unavailable; retry later")
     except asyncpg.PostgresError as exc:
         log.error("http.database_error", path=_route(request), error_type=type(exc).__name__, error=str(exc))
         return error_response(500, "internal_error", "internal error")

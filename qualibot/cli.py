@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from core.errors import Permanent
 from core.logging import configure_logging
 from core.settings import Settings
 from qualibot.secret_values import register_settings_secrets
@@ -32,12 +33,12 @@ COMMAND_MODULES = [
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code `code`."""
+class CliError(Permanent):
+    """A user-facing failure: printed as one line, exit code `exit_code`."""
 
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(func(args, settings))
     except CliError as exc:
         print(f"qualibot: {exc}", file=sys.stderr)
-        return exc.code
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.errors import BadInput
+
 MASK = "***"
 SECRET_MIN_LENGTH = 16  # webhook secrets and tokens we check: long enough not to be guessed
 # Bitrix24 inbound webhook: https://<portal>/rest/<user id>/<code>/ ; the code is the secret
@@ -184,8 +186,10 @@ class TenantConfig(_Strict):
     accounts: list[Account] = Field(default_factory=list)
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """The file is not a valid config; `problems` holds one line per error, each naming its path."""
+
+    code = "invalid_config"
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))

@@ -2,9 +2,10 @@
 
 Exceptions:
 
-    AnalysisFailed          every attempt failed; `.reason` says why, `.retryable` whether a
-                            later run may succeed (timeouts, 5xx, 429, refusals, truncated or
-                            invalid output) or not (401/403/404/400: the setup is wrong)
+    AnalysisFailed          every attempt failed; `.reason` says why; its type whether a later
+    │                       run may succeed:
+    ├── AnalysisUnavailable Retryable: timeouts, 5xx, 429, refusals, truncated or invalid output
+    └── AnalysisRefused     Permanent: 401/403/404/400, the setup is wrong
 
 What is retried here, at once, inside one job run: a refusal, output cut at the token limit (the
 next attempt gets a larger limit), output that does not fit the schema, a timeout, a 5xx/429 or a
@@ -16,15 +17,16 @@ The SDK's own retries are off (`core.context.make_llm`), so every call is counte
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from openai import AsyncOpenAI
 from openai.types import CompletionUsage
 
+from core.errors import Permanent, QualibotError, Retryable
 from core.logging import get_logger
 from core.metrics import LLM_CALLS, LLM_TOKENS
-from qualification.llm import LLMCallError, Structured, ask
+from core.retries import retrying
+from qualification.llm import LLMError, Structured, ask
 from qualification.prompt import Transcript, build_messages
 from qualification.verdict import Verdict
 
@@ -32,19 +34,28 @@ log = get_logger("qualification.analysis")
 
 ANALYSIS_ATTEMPTS = 3
 MAX_COMPLETION_TOKENS = 400
-RETRY_PAUSE_SECONDS = 0.2  # × attempt number, between quick retries
+RETRY_PAUSE_SECONDS = 0.2  # before the second attempt, doubled before each next one
 PURPOSE = "analysis"
 
 
-class AnalysisFailed(Exception):
+class AnalysisFailed(QualibotError):
     """Every attempt of one analysis failed."""
 
-    def __init__(self, reason: str, *, retryable: bool, attempts: int, tokens: tuple[int, int]) -> None:
+    code = "analysis_failed"
+
+    def __init__(self, reason: str, *, attempts: int, tokens: tuple[int, int]) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retryable = retryable
         self.attempts = attempts
         self.prompt_tokens, self.completion_tokens = tokens
+
+
+class AnalysisUnavailable(AnalysisFailed, Retryable):
+    """A later run may succeed."""
+
+
+class AnalysisRefused(AnalysisFailed, Permanent):
+    """The endpoint refuses the request itself: a later run will not succeed until the setup changes."""
 
 
 @dataclass(frozen=True)
@@ -79,28 +90,28 @@ async def analyse(
     messages = build_messages(criteria, transcript)
     tokens = _Tokens(direction)
     max_tokens = MAX_COMPLETION_TOKENS
-    failure = LLMCallError("error", "not attempted")
-    attempt = 0
-    for attempt in range(1, ANALYSIS_ATTEMPTS + 1):
-        try:
-            verdict, used_model, usage = await ask(llm, model=model, messages=messages, schema=Verdict,
-                                                   max_tokens=max_tokens, request_timeout=request_timeout,
-                                                   structured=structured)
-        except LLMCallError as exc:
-            tokens.add(exc.usage)
-            LLM_CALLS.labels(PURPOSE, direction, exc.outcome).inc()
-            log.warning("qualification.analysis_attempt_failed", direction=direction, attempt=attempt,
-                        outcome=exc.outcome, reason=exc.reason)
-            failure = exc
-            if not exc.retryable:
-                break
-            if exc.outcome == "truncated":
-                max_tokens *= 2
-            if attempt < ANALYSIS_ATTEMPTS:
-                await asyncio.sleep(RETRY_PAUSE_SECONDS * attempt)
-            continue
-        tokens.add(usage)
-        LLM_CALLS.labels(PURPOSE, direction, "ok").inc()
-        return Analysis(verdict, used_model, tokens.prompt, tokens.completion, attempt)
-    raise AnalysisFailed(failure.reason, retryable=failure.retryable, attempts=attempt,
-                         tokens=(tokens.prompt, tokens.completion))
+    tries = 0
+    try:
+        # only a Retryable LLM failure is tried again; an LLMSetupError ends the analysis at once
+        async for attempt in retrying("qualification.analyse", Retryable, attempts=ANALYSIS_ATTEMPTS,
+                                      wait_initial=RETRY_PAUSE_SECONDS):
+            with attempt:
+                tries = attempt.num
+                try:
+                    verdict, used_model, usage = await ask(llm, model=model, messages=messages, schema=Verdict,
+                                                           max_tokens=max_tokens, request_timeout=request_timeout,
+                                                           structured=structured)
+                except LLMError as exc:
+                    tokens.add(exc.usage)
+                    LLM_CALLS.labels(PURPOSE, direction, exc.outcome).inc()
+                    log.warning("qualification.analysis_attempt_failed", direction=direction, attempt=tries,
+                                outcome=exc.outcome, reason=exc.reason)
+                    if exc.outcome == "truncated":
+                        max_tokens *= 2
+                    raise
+    except LLMError as exc:
+        failed = AnalysisUnavailable if isinstance(exc, Retryable) else AnalysisRefused
+        raise failed(exc.reason, attempts=tries, tokens=(tokens.prompt, tokens.completion)) from None
+    tokens.add(usage)
+    LLM_CALLS.labels(PURPOSE, direction, "ok").inc()
+    return Analysis(verdict, used_model, tokens.prompt, tokens.completion, tries)

@@ -20,6 +20,7 @@ import asyncpg
 
 from capi.ledger import merge_dialog_events
 from capi.record import record_event
+from core.errors import NotFound
 from core.logging import get_logger
 
 log = get_logger("qualification.door")
@@ -34,7 +35,7 @@ LEVEL_COLUMNS: dict[int, tuple[str, str]] = {
 }
 
 
-class UnknownDialog(LookupError):
+class UnknownDialog(NotFound):
     """`record_levels` was asked about a dialog that does not exist."""
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from openai import AsyncOpenAI
 
 from core.context import AppContext
+from core.errors import Retryable
 from core.jobs import Executor, Job, JobRegistry, Retry, enqueue
 from core.logging import get_logger
 from core.retention import RetentionLoop
@@ -109,7 +110,7 @@ async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, s
                                structured=ctx.settings.llm_structured)
     except AnalysisFailed as exc:
         await mark_unanalysed(ctx.pool, state.id, "failed", f"{exc.reason} (after {exc.attempts} attempts)")
-        retry = exc.retryable and job.attempts < FAILED_RUNS
+        retry = isinstance(exc, Retryable) and job.attempts < FAILED_RUNS
         log.warning("qualification.analysis_failed", dialog_id=state.id, direction=direction, model=model,
                     reason=exc.reason, attempts=exc.attempts, run=job.attempts, will_retry=retry,
                     prompt_tokens=exc.prompt_tokens, completion_tokens=exc.completion_tokens)

@@ -36,11 +36,12 @@ object inside prose.
 
 Exceptions:
 
-    LLMCallError    one call gave nothing usable. `.outcome` names what, for metrics and logs
-                    (refused | truncated | invalid | timeout | error); `.retryable` says whether
-                    another try may help (not after a 4xx other than 408/409/429); `.usage` is
-                    what the call cost, when the endpoint said. The reason carries the server's
-                    own error text (secrets removed).
+    LLMError        one call gave nothing usable. `.outcome` names what, for metrics and logs
+                    (refused | truncated | invalid | timeout | error); `.usage` is what the call
+                    cost, when the endpoint said. The reason carries the server's own error text
+                    (secrets removed). Its type says whether another try may help:
+    ├── LLMCallError    Retryable: timeouts, 5xx/408/409/429, refusals, truncated or invalid output
+    └── LLMSetupError   Permanent: any other 4xx (key, model, request shape: the setup is wrong)
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import pydantic
 from openai import AsyncOpenAI
 from openai.types import CompletionUsage
 
+from core.errors import Permanent, QualibotError, Retryable
 from core.logging import get_logger
 from core.secrets import redact
 
@@ -72,16 +74,23 @@ _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _SCAN_OBJECTS = 50  # `{` positions tried in prose; the answer is bounded by the token limit
 
 
-class LLMCallError(Exception):
-    def __init__(
-        self, outcome: str, reason: str, *, retryable: bool = True, usage: CompletionUsage | None = None
-    ) -> None:
+class LLMError(QualibotError):
+    code = "llm_error"
+
+    def __init__(self, outcome: str, reason: str, *, usage: CompletionUsage | None = None) -> None:
         reason = redact(reason)  # the endpoint's words may echo the API key or a tenant's secret
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
-        self.retryable = retryable
         self.usage = usage
+
+
+class LLMCallError(LLMError, Retryable):
+    """Another try may help."""
+
+
+class LLMSetupError(LLMError, Permanent):
+    """The endpoint refuses the request itself; trying again will not help until the setup changes."""
 
 
 @dataclass
@@ -221,19 +230,18 @@ async def ask(
         except openai.APIError as exc:
             raise LLMCallError("error", f"LLM call failed: {type(exc).__name__}") from None
         return _parsed(completion, schema), completion.model, completion.usage
-    raise LLMCallError("error", f"the LLM endpoint refused {ADAPTATIONS + 1} adapted requests", retryable=False)
+    raise LLMSetupError("error", f"the LLM endpoint refused {ADAPTATIONS + 1} adapted requests")
 
 
-def _status_error(exc: openai.APIStatusError, text: str, mode: Mode, structured: Structured) -> LLMCallError:
+def _status_error(exc: openai.APIStatusError, text: str, mode: Mode, structured: Structured) -> LLMError:
     status = exc.status_code
-    retryable = status >= 500 or status in (408, 409, 429)
+    kind = LLMCallError if status >= 500 or status in (408, 409, 429) else LLMSetupError
     hint = ""
     if structured != "auto" and _names(exc, "response_format"):
         hint = f" (QUALIBOT_LLM_STRUCTURED={structured}; `auto` would try the next mode)"
     elif mode == "prompt" and _names(exc, "response_format"):
         hint = " (no response_format was sent)"
-    return LLMCallError("error", f"LLM endpoint answered HTTP {status}: {text or 'no message'}{hint}",
-                        retryable=retryable)
+    return kind("error", f"LLM endpoint answered HTTP {status}: {text or 'no message'}{hint}")
 
 
 def _parsed(completion: Any, schema: type[T]) -> T:

@@ -7,14 +7,14 @@ every generated prompt has the same sections whatever the model's style.
 
 from __future__ import annotations
 
-import asyncio
-
 from openai import AsyncOpenAI
 from openai.types import CompletionUsage
 from pydantic import BaseModel, ConfigDict
 
+from core.errors import Permanent, Retryable
 from core.metrics import LLM_CALLS, LLM_TOKENS
-from qualification.llm import LLMCallError, Structured, ask
+from core.retries import retrying
+from qualification.llm import LLMError, Structured, ask
 from qualification.prompt import clean_text
 
 PURPOSE = "prompt"
@@ -56,8 +56,12 @@ class QualificationPrompt(BaseModel):
     booking_signs: list[str]
 
 
-class PromptGenerationFailed(Exception):
+class PromptGenerationFailed(Permanent):
     """The model gave no usable prompt after every attempt; the message says why."""
+
+
+class _ShortDraft(Retryable):
+    """The model's prompt lacks questions, context or booking signs: another try may do better."""
 
 
 def render(prompt: QualificationPrompt) -> str:
@@ -87,25 +91,25 @@ async def generate_prompt(
     text = clean_text(business, MAX_BUSINESS_CHARS, keep_lines=True)
     user = f"Direction: {clean_text(direction_name, 200)}\n<business>\n{text}\n</business>"
     messages = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": user}]
-    reason = "not attempted"
-    for attempt in range(1, ATTEMPTS + 1):
-        if attempt > 1:
-            await asyncio.sleep(0.5 * (attempt - 1))
-        try:
-            answer, _, usage = await ask(llm, model=model, messages=messages, schema=QualificationPrompt,
-                                         max_tokens=2000, request_timeout=request_timeout, structured=structured)
-        except LLMCallError as exc:
-            _count(direction, exc.outcome, exc.usage)
-            reason = exc.reason
-            if not exc.retryable:
-                break
-            continue
-        _count(direction, "ok", usage)
-        problem = _problem(answer)
-        if problem is None:
-            return render(answer.model_copy(update={"questions": answer.questions[:MAX_QUESTIONS]}))
-        reason = problem
-    raise PromptGenerationFailed(reason)
+    try:
+        # a Retryable LLM failure or a draft short of questions is tried again; an LLMSetupError is not
+        async for attempt in retrying("qualification.generate_prompt", Retryable, attempts=ATTEMPTS,
+                                      wait_initial=0.5):
+            with attempt:
+                try:
+                    answer, _, usage = await ask(llm, model=model, messages=messages, schema=QualificationPrompt,
+                                                 max_tokens=2000, request_timeout=request_timeout,
+                                                 structured=structured)
+                except LLMError as exc:
+                    _count(direction, exc.outcome, exc.usage)
+                    raise
+                _count(direction, "ok", usage)
+                problem = _problem(answer)
+                if problem is not None:
+                    raise _ShortDraft(problem)
+    except (LLMError, _ShortDraft) as exc:
+        raise PromptGenerationFailed(exc.detail) from None
+    return render(answer.model_copy(update={"questions": answer.questions[:MAX_QUESTIONS]}))
 
 
 def _count(direction: str, outcome: str, usage: CompletionUsage | None) -> None:

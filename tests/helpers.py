@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import asyncpg
 from aiohttp import web
 
 T = TypeVar("T")
@@ -39,3 +41,13 @@ async def running(app: web.Application, host: str = "127.0.0.1") -> AsyncIterato
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+async def refusing_pool() -> asyncpg.Pool:
+    """A pool whose database is down: its server's port refuses connections (a port held and let go)."""
+    from core.db import create_pool
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+    return await create_pool(f"postgresql://postgres@127.0.0.1:{port}/down", max_size=1, min_size=0)

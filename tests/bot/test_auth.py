@@ -15,7 +15,7 @@ import jwt as pyjwt
 import pytest
 
 from bot.auth import authenticate, jwt_problem
-from core.web import ApiError
+from core.errors import Unauthorized
 from tests.bot.test_webhook import jwt
 from tests.fakes.evolution import evolution_jwt
 
@@ -82,6 +82,6 @@ def test_header_secret_bearer_or_body_apikey() -> None:
     ({}, {"apikey": API_KEY}, "missing_secret"),
 ])
 def test_wrong_or_missing_credentials(headers: dict[str, str], apikey: object, code: str) -> None:
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(Unauthorized) as err:
         auth(headers, body_apikey=apikey)
-    assert (err.value.status, err.value.code) == (401, code)
+    assert err.value.code == code

@@ -256,13 +256,10 @@ async def test_bad_bodies_are_400_and_write_nothing(
 async def test_database_down_is_503(make_settings: Any, database_url: str, seeded: asyncpg.Pool) -> None:
     import aiohttp
 
-    from core.db import create_pool
     from qualibot.app import create_app
-    from tests.helpers import running
+    from tests.helpers import refusing_pool, running
 
-    broken = await create_pool(database_url, max_size=1)
-    await broken.close()
-    app = create_app(make_settings(), pool=broken)
+    app = create_app(make_settings(), pool=await refusing_pool())
     async with running(app) as url, aiohttp.ClientSession() as http:
         resp = await http.post(url + "/webhooks/evolution", json=load("text-2.3.7.json"),
                                headers={"X-Webhook-Secret": WEBHOOK_SECRET})

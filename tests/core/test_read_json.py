@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.web import MAX_JSON_DEPTH, MAX_JSON_VALUES, ApiError, clean_strings, parse_json
+from core.web import MAX_JSON_DEPTH, MAX_JSON_VALUES, BadJson, clean_strings, http_status, parse_json
 
 
-def refused(raw: bytes) -> ApiError:
-    with pytest.raises(ApiError) as caught:
+def refused(raw: bytes) -> BadJson:
+    with pytest.raises(BadJson) as caught:
         parse_json(raw)
-    assert caught.value.status == 400 and caught.value.detail
+    assert http_status(caught.value) == 400 and caught.value.detail
     return caught.value
 
 
@@ -93,9 +93,9 @@ _TOKENS = st.sampled_from(['[', ']', '{', '}', '"', '\\', ',', ':', '1', '-', 'e
 @given(st.one_of(st.binary(max_size=200), st.lists(_TOKENS, max_size=60).map(lambda t: "".join(t).encode()),
                  st.recursive(_SCALARS, lambda c: st.lists(c) | st.dictionaries(_TEXT, c), max_leaves=20).map(
                      lambda d: json.dumps(d).encode())))
-def test_any_body_decodes_or_raises_api_error(raw: bytes) -> None:
+def test_any_body_decodes_or_raises_bad_json(raw: bytes) -> None:
     """Only our own error type comes out: no RecursionError, ValueError or UnicodeError."""
     try:
         parse_json(raw)
-    except ApiError as exc:
-        assert exc.status == 400
+    except BadJson as exc:
+        assert http_status(exc) == 400

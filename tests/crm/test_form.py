@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.web import ApiError
+from core.errors import QualibotError
+from core.web import http_status
 from crm import webhook_amocrm, webhook_bitrix24
 from crm.connections import Connection
 from crm.form import MAX_DEPTH, MAX_KEY_CHARS, FormError, indexed, items, parse_form, split_key, text
@@ -113,7 +114,7 @@ def test_any_body_parses_or_raises_form_error(raw: bytes) -> None:
         return
     for index, _ in indexed(form):
         assert isinstance(index, str)
-    _webhook_parsers_raise_only_api_errors(form)
+    _webhook_parsers_raise_only_domain_errors(form)
 
 
 @settings(max_examples=200, deadline=None)
@@ -137,19 +138,19 @@ _WORD = st.sampled_from(["add", "update", "delete", "status", "0", "1", "Â²", "Ù
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.tuples(st.lists(st.one_of(_SECTION, _WORD), min_size=1, max_size=5), _WORD), max_size=10))
-def test_webhook_parsers_on_any_form_raise_only_api_errors(pairs: list[tuple[list[str], str]]) -> None:
+def test_webhook_parsers_on_any_form_raise_only_domain_errors(pairs: list[tuple[list[str], str]]) -> None:
     body = "&".join(parts[0] + "".join(f"[{p}]" for p in parts[1:]) + "=" + quote(value) for parts, value in pairs)
     try:
         form = parse_form(body.encode())
     except FormError:
         return
-    _webhook_parsers_raise_only_api_errors(form)
+    _webhook_parsers_raise_only_domain_errors(form)
 
 
-def _webhook_parsers_raise_only_api_errors(form: dict[str, object]) -> None:
+def _webhook_parsers_raise_only_domain_errors(form: dict[str, object]) -> None:
     for step in (lambda: webhook_amocrm.check_account(form, CONNECTION), lambda: webhook_amocrm.parse(form),
                  lambda: webhook_bitrix24.token_matches(form, CONNECTION), lambda: webhook_bitrix24.parse(form)):
         try:
             step()
-        except ApiError as exc:
-            assert 400 <= exc.status < 500 and exc.detail
+        except QualibotError as exc:  # a domain error the middleware answers with a 4xx
+            assert 400 <= http_status(exc) < 500 and exc.detail

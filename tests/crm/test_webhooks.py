@@ -11,11 +11,10 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from core.db import create_pool
 from core.settings import Settings
 from qualibot.app import create_app
 from tests.crm.support import amo_path, b24_path, body, post, written
-from tests.helpers import running
+from tests.helpers import refusing_pool, running
 from tests.seed import AMO_SECRET, seed, tenant_config
 
 AMO_ACCOUNT = "account[subdomain]=clinic&account[id]=17769199"
@@ -174,9 +173,7 @@ async def test_answers_are_counted_in_metrics(client: Any) -> None:
 async def test_database_down_is_503_and_the_secret_stays_out_of_logs(
     database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    closed = await create_pool(database_url, max_size=1)
-    await closed.close()
-    app = create_app(make_settings(), pool=closed)
+    app = create_app(make_settings(), pool=await refusing_pool())
     async with running(app) as url, aiohttp.ClientSession() as session:
         with capture_logs() as logs:
             status, answer = await post(session, url + amo_path(), body("amocrm/webhook-add-lead.txt"))

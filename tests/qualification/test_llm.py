@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from core.context import AppContext
 from qualification.jobs import qualify_dialog
-from qualification.llm import LLMCallError, ask, capability, extract_json
+from qualification.llm import LLMSetupError, ask, capability, extract_json
 from qualification.verdict import Verdict
 from tests.fakes.llm import FakeLLM
 from tests.qualification.helpers import dialog_row, job_for, make_dialog, recorded_levels, verdict
@@ -110,10 +110,9 @@ def test_extract_json_finds_the_object_and_says_when_there_is_none() -> None:
 
 async def test_a_fixed_mode_is_kept_and_its_refusal_reported_with_the_servers_words(server: FakeLLM) -> None:
     server.refuses = {"json_schema"}
-    with capture_logs() as logs, pytest.raises(LLMCallError) as failed:
+    with capture_logs() as logs, pytest.raises(LLMSetupError) as failed:  # Permanent: no retry
         await call(client(server), "json_schema")
     assert formats(server) == ["json_schema"]
-    assert failed.value.retryable is False
     assert failed.value.reason.startswith(
         "LLM endpoint answered HTTP 400: Invalid parameter: 'response_format' of type 'json_schema' is not supported")
     assert "QUALIBOT_LLM_STRUCTURED=json_schema" in failed.value.reason
@@ -124,9 +123,9 @@ async def test_an_error_that_no_adaptation_fixes_is_reported_at_once(server: Fak
     body = {"error": {"message": "The model `m` does not exist or you do not have access to it.",
                       "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
     server.responder = lambda _req: {"status": 404, "body": body}
-    with pytest.raises(LLMCallError) as failed:
+    with pytest.raises(LLMSetupError) as failed:  # Permanent: no retry
         await call(client(server))
-    assert server.calls == 1 and failed.value.retryable is False
+    assert server.calls == 1
     assert failed.value.reason == ("LLM endpoint answered HTTP 404: The model `m` does not exist or you do not "
                                    "have access to it.")
 
@@ -168,6 +167,6 @@ async def test_the_servers_error_text_is_the_dialogs_analysis_error(
 async def test_our_key_echoed_by_a_server_is_removed(server: FakeLLM) -> None:
     body = {"error": {"message": "Incorrect API key provided: sk-test-key-0123456789.", "code": "invalid_api_key"}}
     server.responder = lambda _req: {"status": 401, "body": body}
-    with pytest.raises(LLMCallError) as failed:
+    with pytest.raises(LLMSetupError) as failed:
         await call(client(server))
     assert failed.value.reason == "LLM endpoint answered HTTP 401: Incorrect API key provided: ***."
