@@ -21,7 +21,7 @@ from qualification.jobs import schedule_qualification
 
 
 @dataclass(frozen=True)
-class DialogState:
+class ReplyState:
     id: int
     instance_name: str
     contact: str
@@ -47,7 +47,7 @@ class Turn:
     text: str
 
 
-async def load_dialog(pool: asyncpg.Pool, dialog_id: int) -> DialogState | None:
+async def load_dialog(pool: asyncpg.Pool, dialog_id: int) -> ReplyState | None:
     row = await pool.fetchrow(
         """SELECT d.id, d.instance_name, d.contact_phone AS contact, COALESCE(l.is_lid, false) AS is_lid,
                   COALESCE(d.bot_paused_until > now(), false) AS paused, d.direction_id,
@@ -66,7 +66,7 @@ async def load_dialog(pool: asyncpg.Pool, dialog_id: int) -> DialogState | None:
            WHERE d.id = $1""",
         dialog_id,
     )
-    return DialogState(**dict(row)) if row else None
+    return ReplyState(**dict(row)) if row else None
 
 
 async def history(pool: asyncpg.Pool, dialog_id: int, upto: int, limit: int) -> list[Turn]:
@@ -80,7 +80,7 @@ async def history(pool: asyncpg.Pool, dialog_id: int, upto: int, limit: int) -> 
     return [Turn(r["role"], r["text"]) for r in reversed(rows)]
 
 
-async def record_reply(pool: asyncpg.Pool, state: DialogState, text: str) -> int | None:
+async def record_reply(pool: asyncpg.Pool, state: ReplyState, text: str) -> int | None:
     """Store the reply as pending; None when this burst already has one or the bot got paused."""
     return await pool.fetchval(  # type: ignore[no-any-return]
         """INSERT INTO messages (instance_name, message_id, dialog_id, role, text, delivery_status, reply_to)
@@ -101,7 +101,7 @@ async def record_delivery(pool: asyncpg.Pool, message_id: int, result: SendResul
     )
 
 
-async def finish_burst(pool: asyncpg.Pool, state: DialogState) -> None:
+async def finish_burst(pool: asyncpg.Pool, state: ReplyState) -> None:
     """Close the burst (unless a newer client message opened another) and ask for qualification."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(

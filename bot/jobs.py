@@ -33,7 +33,7 @@ LLM_ATTEMPTS = 3
 LLM_RETRY_SECONDS = 5.0  # times the attempt number
 
 
-async def answer_burst(ctx: AppContext, state: dialogs.DialogState, job: Job) -> str:
+async def answer_burst(ctx: AppContext, state: dialogs.ReplyState, job: Job) -> str:
     """Reply to the dialog's latest burst if it should be; returns the outcome for metrics."""
     if state.last_client_id is None or state.replied:
         return "nothing_to_answer"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
+
+from capi.hooks import Delivered, DeliveryHook
 
 _CLAIM_SQL = """
 WITH due AS (
@@ -37,40 +39,19 @@ SELECT cl.id, cl.attempts, cl.event_id, cl.event_level, cl.event_name, cl.pixel_
        cl.request #>> '{data,0,action_source}' AS action_source,
        (cl.request #> '{data,0,custom_data,value}') IS NOT NULL
            AND (cl.request #> '{data,0,custom_data,currency}') IS NOT NULL AS has_value,
-       COALESCE(NULLIF(a.access_token, ''), NULLIF(u.access_token, '')) AS token
+       capi_meta_token(a.access_token, u.access_token) AS token
 FROM claimed cl
 LEFT JOIN account_directions d ON d.id = cl.direction_id
 LEFT JOIN user_accounts u ON u.id = d.account_id
 LEFT JOIN ad_accounts a ON a.id = d.ad_account_id"""
 
-_LEVEL_FLAGS = {1: "interest", 2: "qualified", 3: "scheduled"}
-_PER_DIALOG = ", ".join(
-    f"max(event_id) FILTER (WHERE event_level = {n}) AS e{n}, max(sent_at) FILTER (WHERE event_level = {n}) AS s{n}"
-    for n in _LEVEL_FLAGS
-)
-_SET_FLAGS = ", ".join(
-    f"capi_{name}_sent = da.capi_{name}_sent OR p.e{n} IS NOT NULL, "
-    f"capi_{name}_sent_at = COALESCE(p.s{n}, da.capi_{name}_sent_at), "
-    f"capi_{name}_event_id = COALESCE(p.e{n}, da.capi_{name}_event_id)"
-    for n, name in _LEVEL_FLAGS.items()
-)
-_SUCCESS_SQL = f"""
-WITH done AS (
-    UPDATE capi_events_log c
-    SET status = 'success', sent_at = now(), response = $3::jsonb, error = NULL, hint = NULL,
-        request = c.request || $4::jsonb, updated_at = now()
-    FROM unnest($1::bigint[], $2::int[]) AS t(id, attempts)
-    WHERE c.id = t.id AND c.attempts = t.attempts AND c.status = 'pending'
-    RETURNING c.id, c.dialog_analysis_id, c.event_level, c.event_id, c.sent_at
-), per_dialog AS (
-    SELECT dialog_analysis_id AS id, {_PER_DIALOG}
-    FROM done WHERE dialog_analysis_id IS NOT NULL GROUP BY dialog_analysis_id
-), flags AS (
-    UPDATE dialog_analysis da SET {_SET_FLAGS}, updated_at = now()
-    FROM per_dialog p WHERE da.id = p.id
-    RETURNING da.id
-)
-SELECT id FROM done"""
+_SUCCESS_SQL = """
+UPDATE capi_events_log c
+SET status = 'success', sent_at = now(), response = $3::jsonb, error = NULL, hint = NULL,
+    request = c.request || $4::jsonb, updated_at = now()
+FROM unnest($1::bigint[], $2::int[]) AS t(id, attempts)
+WHERE c.id = t.id AND c.attempts = t.attempts AND c.status = 'pending'
+RETURNING c.id, c.dialog_analysis_id, c.event_level, c.event_id, c.sent_at"""
 
 _OUTCOME_SQL = """
 UPDATE capi_events_log c
@@ -109,24 +90,27 @@ FROM rows r WHERE c.id = r.id AND r.rank > 1"""
 _MOVE_SQL = """
 UPDATE capi_events_log SET dialog_analysis_id = $2, contact_phone = COALESCE(contact_phone, $3), updated_at = now()
 WHERE dialog_analysis_id = $1"""
-_MERGED_FLAGS_SQL = f"""
-WITH p AS (
-    SELECT {_PER_DIALOG} FROM capi_events_log WHERE dialog_analysis_id = $1 AND status = 'success'
-)
-UPDATE dialog_analysis da SET {_SET_FLAGS}, updated_at = now() FROM p WHERE da.id = $1"""
+_DELIVERED_SQL = """
+SELECT dialog_analysis_id, event_level, event_id, sent_at FROM capi_events_log
+WHERE dialog_analysis_id = $1 AND status = 'success'"""
+
+
+def _delivered(rows: Iterable[asyncpg.Record]) -> list[Delivered]:
+    return [Delivered(r["dialog_analysis_id"], r["event_level"], r["event_id"], r["sent_at"])
+            for r in rows if r["dialog_analysis_id"] is not None]
 
 
 async def merge_dialog_events(conn: asyncpg.Connection, from_dialog: int, into_dialog: int,
-                              contact_phone: str | None) -> tuple[int, int]:
+                              contact_phone: str | None, delivered: DeliveryHook) -> tuple[int, int]:
     """Two dialogs turned out to be one person (a WhatsApp LID and its phone): move `from_dialog`'s
     events to `into_dialog`, keeping one row per level — success, else pending, else error, else
     skipped — and taking the others out of the dialog (a pending one becomes `skipped`, so it is
     not sent; a claimed one is kept before an unclaimed one, as it may be in flight). The kept
-    successes set `into_dialog`'s sent flags. Inside the caller's transaction; returns
-    (dropped, moved)."""
+    successes go to `delivered` (the dialog's sent flags). Inside the caller's transaction;
+    returns (dropped, moved)."""
     dropped = await conn.execute(_DROP_SQL, from_dialog, into_dialog)
     moved = await conn.execute(_MOVE_SQL, from_dialog, into_dialog, contact_phone)
-    await conn.execute(_MERGED_FLAGS_SQL, into_dialog)
+    await delivered(conn, _delivered(await conn.fetch(_DELIVERED_SQL, into_dialog)))
     return int(dropped.split()[-1]), int(moved.split()[-1])
 
 
@@ -166,13 +150,21 @@ async def claim(pool: asyncpg.Pool, limit: int, lease: float) -> list[Claimed]:
     return [Claimed(*r) for r in records]  # the SELECT lists the columns in the dataclass's order
 
 
-async def commit_success(pool: asyncpg.Pool, outcomes: list[Outcome], extras: dict[str, Any]) -> set[int]:
-    """Rows of one answer → `success`, and their dialogs' flags, in one statement (one transaction).
-    Returns the ids actually written (a row whose claim was lost is left alone)."""
+async def commit_success(
+    pool: asyncpg.Pool, outcomes: list[Outcome], extras: dict[str, Any], delivered: DeliveryHook,
+) -> set[int]:
+    """Rows of one answer → `success`, and `delivered` told in the same transaction (the dialogs'
+    sent flags). Returns the ids actually written (a row whose claim was lost is left alone)."""
     rows = [o.row for o in outcomes]
-    done = await _with_retry(lambda: pool.fetch(
-        _SUCCESS_SQL, [r.id for r in rows], [r.attempts for r in rows], outcomes[0].response, extras,
-    ))
+
+    async def statement() -> list[asyncpg.Record]:
+        async with pool.acquire() as conn, conn.transaction():
+            done: list[asyncpg.Record] = await conn.fetch(
+                _SUCCESS_SQL, [r.id for r in rows], [r.attempts for r in rows], outcomes[0].response, extras)
+            await delivered(conn, _delivered(done))
+            return done
+
+    done = await _with_retry(statement)
     return {d["id"] for d in done}
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from capi.hooks import DialogContact, DialogContacts
 from capi.jobs import schedule_send
 from capi.normalize import is_hashed
 from capi.payload import EventFacts, audit_request, build_event, event_name_for, event_value_for
@@ -31,16 +32,11 @@ log = get_logger("capi.record")
 _DIRECTION_SQL = """
 SELECT d.id, d.account_id, d.ad_account_id, d.capi_enabled, d.pixel_id, d.whatsapp_business_account_id,
        d.capi_test_event_code, d.capi_event_names, d.capi_event_values, u.default_region,
-       COALESCE(NULLIF(a.access_token, ''), NULLIF(u.access_token, '')) IS NOT NULL AS has_token
+       capi_meta_token(a.access_token, u.access_token) IS NOT NULL AS has_token
 FROM account_directions d
 JOIN user_accounts u ON u.id = d.account_id
 LEFT JOIN ad_accounts a ON a.id = d.ad_account_id
 WHERE d.id = $1"""
-
-_DIALOG_SQL = """
-SELECT da.direction_id, da.contact_phone, l.ctwa_clid, l.email, l.is_lid
-FROM dialog_analysis da LEFT JOIN leads l ON l.id = da.lead_id
-WHERE da.id = $1"""
 
 _INSERT_SQL = """
 INSERT INTO capi_events_log (direction_id, dialog_analysis_id, contact_phone, pixel_id, event_name,
@@ -98,6 +94,7 @@ async def record_event(
     crm_entity: str | None = None,
     contact_phone: str | None = None,
     skip_reason: str | None = None,
+    contacts: DialogContacts,
 ) -> str | None:
     """Insert the (dialog, level) decision: `pending` when it can be sent, else `skipped` with the
     reason in `error` (CAPI off, no pixel, no token, no click id, or the given `skip_reason`).
@@ -112,7 +109,8 @@ async def record_event(
     if reached_at.tzinfo is None:
         reached_at = reached_at.replace(tzinfo=UTC)  # a naive time is taken as UTC
     d = await decide(conn, dialog_id=dialog_id, direction_id=direction_id, level=level, reached_at=reached_at,
-                     crm_entity=crm_entity, contact_phone=contact_phone, skip_reason=skip_reason)
+                     crm_entity=crm_entity, contact_phone=contact_phone, skip_reason=skip_reason,
+                     contacts=contacts)
     direction, skip, event, phone = d.direction, d.skip, d.event, d.phone
     status = "skipped" if skip else "pending"
     inserted = await conn.fetchval(
@@ -145,18 +143,18 @@ class Decision:
 async def decide(
     conn: asyncpg.Connection, *, dialog_id: int | None, direction_id: str | None, level: int,
     reached_at: datetime, crm_entity: str | None = None, contact_phone: str | None = None,
-    skip_reason: str | None = None, event_id: str | None = None,
+    skip_reason: str | None = None, event_id: str | None = None, contacts: DialogContacts,
 ) -> Decision:
-    """Read the dialog, lead and direction and decide: send (and what) or skip (and why).
-    Used when a level is first recorded and again by `capi retry` after a fix, which passes the
-    row's stored `event_id` (rows made before the installation id keep theirs)."""
-    dialog = await conn.fetchrow(_DIALOG_SQL, dialog_id) if dialog_id is not None else None
+    """Read the dialog's contact (through `contacts`) and the direction and decide: send (and what)
+    or skip (and why). Used when a level is first recorded and again by `capi retry` after a fix,
+    which passes the row's stored `event_id` (rows made before the installation id keep theirs)."""
+    dialog = await contacts(conn, dialog_id) if dialog_id is not None else None
     if dialog_id is not None and dialog is None:
         raise LookupError(f"dialog {dialog_id} does not exist")
-    direction_id = direction_id or (dialog["direction_id"] if dialog else None)
+    direction_id = direction_id or (dialog.direction_id if dialog else None)
     direction = await conn.fetchrow(_DIRECTION_SQL, direction_id) if direction_id else None
-    clid = dialog["ctwa_clid"] if dialog else None
-    phone = contact_phone or (dialog["contact_phone"] if dialog and not dialog["is_lid"] else None)
+    clid = dialog.ctwa_clid if dialog else None
+    phone = contact_phone or (dialog.phone if dialog else None)
     region = (direction["default_region"] if direction else None) or "RU"
     if phone and not is_hashed(phone):
         phone = normalize_phone(phone, region) or phone
@@ -170,7 +168,7 @@ async def decide(
 
 
 def _event(
-    direction: asyncpg.Record | None, dialog: asyncpg.Record | None, level: int, reached_at: datetime,
+    direction: asyncpg.Record | None, dialog: DialogContact | None, level: int, reached_at: datetime,
     clid: str | None, phone: str | None, event_id: str,
 ) -> dict[str, Any]:
     names = direction["capi_event_names"] if direction else None
@@ -179,7 +177,7 @@ def _event(
         event_name=event_name_for(names, level), event_time=reached_at, event_id=event_id, level=level,
         ctwa_clid=clid,
         whatsapp_business_account_id=direction["whatsapp_business_account_id"] if direction else None,
-        phone=phone, email=dialog["email"] if dialog else None,
+        phone=phone, email=dialog.email if dialog else None,
         default_region=(direction["default_region"] if direction else None) or "RU",
         value=value, currency=currency,
     ))

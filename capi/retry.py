@@ -22,6 +22,7 @@ from typing import Literal
 import asyncpg
 
 from capi import refusals
+from capi.hooks import DialogContacts
 from capi.jobs import schedule_send
 from capi.outbox import AGE_MARGIN, MAX_AGE
 from capi.record import decide
@@ -64,7 +65,7 @@ async def candidates(
 
 
 async def retry_rows(
-    pool: asyncpg.Pool, ids: list[int], *, dry_run: bool = False,
+    pool: asyncpg.Pool, ids: list[int], *, contacts: DialogContacts, dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> RetryCounts:
     """Re-decide each row in its own short transaction; with `dry_run`, roll every change back."""
@@ -74,7 +75,7 @@ async def retry_rows(
             tx = conn.transaction()
             await tx.start()
             try:
-                await _retry_one(conn, row_id, counts)
+                await _retry_one(conn, row_id, counts, contacts)
             except BaseException:
                 await tx.rollback()
                 raise
@@ -87,7 +88,8 @@ async def retry_rows(
     return counts
 
 
-async def _retry_one(conn: asyncpg.Connection, row_id: int, counts: RetryCounts) -> None:
+async def _retry_one(conn: asyncpg.Connection, row_id: int, counts: RetryCounts,
+                     contacts: DialogContacts) -> None:
     row = await conn.fetchrow(_ROW, row_id)
     if row is None:
         counts.busy += 1
@@ -104,7 +106,8 @@ async def _retry_one(conn: asyncpg.Connection, row_id: int, counts: RetryCounts)
         return
     d = await decide(conn, dialog_id=row["dialog_analysis_id"], direction_id=row["direction_id"],
                      level=row["event_level"], reached_at=row["event_time"], crm_entity=row["crm_entity"],
-                     contact_phone=row["contact_phone"], event_id=row["event_id"])
+                     contact_phone=row["contact_phone"], event_id=row["event_id"],
+                     contacts=contacts)
     if d.skip is not None:
         await conn.execute(
             """UPDATE capi_events_log SET status = 'skipped', error = $2, hint = $3, updated_at = now()

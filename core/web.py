@@ -153,7 +153,7 @@ def _shape_problem(text: str) -> tuple[str, str] | None:
 _UNSAFE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]|\x00")
 
 
-def clean_text(value: str) -> str:
+def storable_text(value: str) -> str:
     """Text PostgreSQL can store: NUL dropped, lone UTF-16 surrogates (a JavaScript string cut inside
     an emoji, as peers do send) replaced by U+FFFD."""
     if "\x00" in value:
@@ -167,13 +167,13 @@ def clean_text(value: str) -> str:
 
 
 def clean_strings(value: Any, depth: int = 0) -> Any:
-    """`clean_text` applied to every string (and key) of a decoded JSON document."""
+    """`storable_text` applied to every string (and key) of a decoded JSON document."""
     if isinstance(value, str):
-        return clean_text(value)
+        return storable_text(value)
     if depth > 64:
         return value
     if isinstance(value, dict):
-        return {clean_text(k) if isinstance(k, str) else k: clean_strings(v, depth + 1) for k, v in value.items()}
+        return {storable_text(k) if isinstance(k, str) else k: clean_strings(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [clean_strings(v, depth + 1) for v in value]
     return value

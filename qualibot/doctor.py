@@ -30,7 +30,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class Direction:
+class DirectionSetup:
     """One direction with what it needs from its account, ad account and CRM connection."""
 
     id: str
@@ -53,6 +53,7 @@ class Direction:
     crm_base_url: str | None = None
     crm_rest_url: str | None = None
     crm_token: str | None = None
+    chosen_token: str | None = None  # by SQL's capi_meta_token, the sender's rule
 
     def names(self) -> dict[int, str]:
         # the names the sender will use, by the sender's own rule
@@ -60,17 +61,18 @@ class Direction:
         return {lvl: event_name_for(configured, lvl) for lvl in (1, 2, 3)}
 
     def meta_token(self) -> tuple[str, str] | None:
-        """(which token, the token): the ad account's when set, else the account's fallback."""
-        if self.ad_account_id and self.ad_token:
-            return f"the ad account {self.ad_account_id}'s token", self.ad_token
-        if self.account_token:
-            why = f" (ad account {self.ad_account_id} has none)" if self.ad_account_id else ""
-            return f"the account {self.account_id}'s fallback token{why}", self.account_token
-        return None
+        """(which token, the token) that the sender uses."""
+        if self.chosen_token is None:
+            return None
+        if self.ad_account_id and self.chosen_token == self.ad_token:
+            return f"the ad account {self.ad_account_id}'s token", self.chosen_token
+        why = f" (ad account {self.ad_account_id} has none)" if self.ad_account_id else ""
+        return f"the account {self.account_id}'s fallback token{why}", self.chosen_token
 
 
 LOAD_SQL = """
 SELECT d.*, a.access_token AS account_token, ad.access_token AS ad_token, c.type AS crm_type,
+       capi_meta_token(ad.access_token, a.access_token) AS chosen_token,
        c.base_url AS crm_base_url, c.rest_url AS crm_rest_url, c.access_token AS crm_token
 FROM account_directions d
 JOIN user_accounts a ON a.id = d.account_id
@@ -91,12 +93,12 @@ def _levels(mapping: dict[str, Any]) -> dict[int, Any]:
     return {int(k): v for k, v in mapping.items() if str(k).isdigit()}
 
 
-async def load(db: asyncpg.Pool) -> tuple[list[Direction], dict[str | None, tuple[int, str | None]]]:
+async def load(db: asyncpg.Pool) -> tuple[list[DirectionSetup], dict[str | None, tuple[int, str | None]]]:
     """Every direction, and per direction (None: no direction) the not-analysed dialogs:
     (count, the latest one's analysis_detail)."""
     rows = await db.fetch(LOAD_SQL)
     dirs = [
-        Direction(
+        DirectionSetup(
             id=r["id"], account_id=r["account_id"], capi_enabled=r["capi_enabled"], source=r["capi_source"],
             pixel_id=r["pixel_id"], waba_id=r["whatsapp_business_account_id"],
             ad_account_id=r["ad_account_id"], ad_token=r["ad_token"], account_token=r["account_token"],
@@ -106,6 +108,7 @@ async def load(db: asyncpg.Pool) -> tuple[list[Direction], dict[str | None, tupl
             crm_fields={lvl: r[f"capi_{key}"] or [] for lvl, key in FIELD_KEYS.items()},
             crm_connection_id=r["capi_crm_connection_id"], crm_type=r["crm_type"],
             crm_base_url=r["crm_base_url"], crm_rest_url=r["crm_rest_url"], crm_token=r["crm_token"],
+            chosen_token=r["chosen_token"],
         )
         for r in rows
     ]
@@ -227,7 +230,7 @@ def mask(secret: str) -> str:
 
 
 def check_all(
-    dirs: list[Direction], settings: Settings, not_analysed: dict[str | None, tuple[int, str | None]],
+    dirs: list[DirectionSetup], settings: Settings, not_analysed: dict[str | None, tuple[int, str | None]],
     intake: IntakeBacklog,
 ) -> list[Finding]:
     if not dirs:
@@ -243,7 +246,7 @@ def check_all(
     return found
 
 
-def check_direction(d: Direction, dirs: list[Direction], settings: Settings) -> list[Finding]:
+def check_direction(d: DirectionSetup, dirs: list[DirectionSetup], settings: Settings) -> list[Finding]:
     if not d.capi_enabled:
         return [Finding("WARN", d.id, "CAPI is off (capi.enabled: false): no events are sent for this direction")]
     found = [*_meta(d), *_event_names(d), *_shared_dataset(d, dirs)]
@@ -251,7 +254,7 @@ def check_direction(d: Direction, dirs: list[Direction], settings: Settings) -> 
     return found
 
 
-def _meta(d: Direction) -> list[Finding]:
+def _meta(d: DirectionSetup) -> list[Finding]:
     out: list[Finding] = []
     token = d.meta_token()
     if token is None:
@@ -275,14 +278,14 @@ def _meta(d: Direction) -> list[Finding]:
     return out
 
 
-def unlisted_names(d: Direction) -> list[str]:
+def unlisted_names(d: DirectionSetup) -> list[str]:
     """`level N Name` for each level whose event name is outside Meta's business-messaging list."""
     names = d.names()
     unlisted = set(unlisted_event_names(names.values()))
     return [f"level {lvl} {name}" for lvl, name in names.items() if name in unlisted]
 
 
-def unlisted_names_message(d: Direction) -> str:
+def unlisted_names_message(d: DirectionSetup) -> str:
     return (f"event names outside Meta's list for business messaging, which Meta refuses with subcode "
             f"2804066: {', '.join(unlisted_names(d))}. Meta documents only: "
             f"{', '.join(BUSINESS_MESSAGING_EVENT_NAMES)}. Set capi.event_names in the config file, e.g. "
@@ -290,7 +293,7 @@ def unlisted_names_message(d: Direction) -> str:
             "for your dataset, set capi.allow_unlisted_event_names: true)")
 
 
-def _event_names(d: Direction) -> list[Finding]:
+def _event_names(d: DirectionSetup) -> list[Finding]:
     names = d.names()
     out: list[Finding] = []
     if unlisted_names(d) and d.allow_unlisted_event_names:
@@ -314,7 +317,7 @@ def _event_names(d: Direction) -> list[Finding]:
     return out
 
 
-def _shared_dataset(d: Direction, dirs: list[Direction]) -> list[Finding]:
+def _shared_dataset(d: DirectionSetup, dirs: list[DirectionSetup]) -> list[Finding]:
     others = [o.id for o in dirs if o.id != d.id and o.capi_enabled and d.pixel_id and o.pixel_id == d.pixel_id]
     if not others:
         return []
@@ -322,7 +325,7 @@ def _shared_dataset(d: Direction, dirs: list[Direction]) -> list[Finding]:
                     "their audiences and optimisation events aggregate")]
 
 
-def _whatsapp(d: Direction, settings: Settings) -> list[Finding]:
+def _whatsapp(d: DirectionSetup, settings: Settings) -> list[Finding]:
     out: list[Finding] = []
     if settings.openai_api_key:
         out.append(Finding("OK", d.id, f"LLM key {mask(settings.openai_api_key)}, model {settings.llm_model}"))
@@ -337,7 +340,7 @@ def _whatsapp(d: Direction, settings: Settings) -> list[Finding]:
     return out
 
 
-def _crm(d: Direction) -> list[Finding]:
+def _crm(d: DirectionSetup) -> list[Finding]:
     if not d.crm_connection_id:
         return [Finding("ERROR", d.id, "capi.source is crm but capi.crm_connection is not set")]
     out: list[Finding] = []

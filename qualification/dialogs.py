@@ -1,17 +1,38 @@
-"""What the qualification job reads about a dialog, and the analysis columns it writes back."""
+"""The dialog store: the one module that holds `dialog_analysis`'s SQL.
+
+Its level flags and CAPI sent flags are written only on the door's (`qualification.door`) behalf;
+the analysis columns by the qualification job.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
 import asyncpg
 
+from capi.hooks import Delivered
 from core.jobs import Executor
 from qualification.prompt import WINDOW_MESSAGES, Role, Transcript, TranscriptMessage
 
 MAX_DETAIL_CHARS = 500
+
+
+@dataclass(frozen=True)
+class LevelColumns:
+    flag: str  # is_interested
+    reached_at: str  # interest_reached_at
+    sent: str  # capi_interest_sent, with _sent_at and _event_id beside it
+
+
+# level → its columns of dialog_analysis: written here only
+LEVEL_COLUMNS: dict[int, LevelColumns] = {
+    1: LevelColumns("is_interested", "interest_reached_at", "capi_interest_sent"),
+    2: LevelColumns("is_qualified", "qualified_reached_at", "capi_qualified_sent"),
+    3: LevelColumns("is_scheduled", "scheduled_reached_at", "capi_scheduled_sent"),
+}
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,8 @@ class DialogState:
     client_messages: int
     last_client_message_id: int | None
     suspicious_message_id: int | None = None  # a client message addressed to the model (verdict.py)
+    analyse_all: bool = False  # the direction's `analyse` switch is `all` (else ad leads only)
+    lead_id: int | None = None
 
     @property
     def qualifies_from_whatsapp(self) -> bool:
@@ -41,9 +64,10 @@ class DialogState:
 
 async def load_state(db: Executor, dialog_id: int) -> DialogState | None:
     row = await db.fetchrow(
-        """SELECT d.id, d.direction_id, d.is_interested, d.is_qualified, d.is_scheduled,
+        """SELECT d.id, d.direction_id, dialog_level(d.is_interested, d.is_qualified, d.is_scheduled) AS level,
                   d.analyzed_message_id, d.analysis_suspicious_message_id,
-                  ad.capi_enabled, ad.capi_source, ad.qualification_prompt,
+                  ad.capi_enabled, ad.capi_source, ad.qualification_prompt, d.lead_id,
+                  COALESCE(ad.analyse_dialogs = 'all', false) AS analyse_all,
                   c.n AS client_messages, c.last_id AS last_client_message_id
            FROM dialog_analysis d
            LEFT JOIN account_directions ad ON ad.id = d.direction_id
@@ -55,11 +79,10 @@ async def load_state(db: Executor, dialog_id: int) -> DialogState | None:
     )
     if row is None:
         return None
-    level = 3 if row["is_scheduled"] else 2 if row["is_qualified"] else 1 if row["is_interested"] else 0
     return DialogState(
         id=row["id"],
         direction_id=row["direction_id"],
-        level=level,
+        level=row["level"],
         analyzed_message_id=row["analyzed_message_id"],
         capi_enabled=bool(row["capi_enabled"]),
         capi_source=row["capi_source"],
@@ -67,6 +90,8 @@ async def load_state(db: Executor, dialog_id: int) -> DialogState | None:
         client_messages=row["client_messages"],
         last_client_message_id=row["last_client_message_id"],
         suspicious_message_id=row["analysis_suspicious_message_id"],
+        analyse_all=row["analyse_all"],
+        lead_id=row["lead_id"],
     )
 
 
@@ -139,3 +164,83 @@ async def remove_old_reasoning(pool: asyncpg.Pool, before: datetime, batch: int)
            SELECT count(*) FROM done""",
         before, batch,
     ))
+
+
+async def lock_levels(conn: asyncpg.Connection, dialog_id: int) -> tuple[str | None, set[int]] | None:
+    """Lock the dialog's row (FOR UPDATE) and return (direction, levels reached); None: no dialog."""
+    row = await conn.fetchrow(
+        """SELECT direction_id, is_interested, is_qualified, is_scheduled
+           FROM dialog_analysis WHERE id = $1 FOR UPDATE""",
+        dialog_id,
+    )
+    if row is None:
+        return None
+    return row["direction_id"], {level for level, c in LEVEL_COLUMNS.items() if row[c.flag]}
+
+
+async def raise_levels(conn: asyncpg.Connection, dialog_id: int, levels: Sequence[int], when: datetime) -> None:
+    """Set the flags of `levels` (the door's call), keeping an earlier reached-at time."""
+    sets = ", ".join(f"{c.flag} = true, {c.reached_at} = COALESCE({c.reached_at}, $2)"
+                     for c in (LEVEL_COLUMNS[n] for n in levels))
+    await conn.execute(f"UPDATE dialog_analysis SET {sets}, updated_at = now() WHERE id = $1", dialog_id, when)
+
+
+async def merge_levels(conn: asyncpg.Connection, from_dialog: int, into_dialog: int) -> None:
+    """`into_dialog` gets every level either reached, at the earlier time. The analysis watermark is
+    reset unless both were analysed: the merged transcript is new to the LLM."""
+    sets = ", ".join(f"{c.flag} = i.{c.flag} OR f.{c.flag}, {c.reached_at} = LEAST(i.{c.reached_at}, f.{c.reached_at})"
+                     for c in LEVEL_COLUMNS.values())
+    await conn.execute(
+        f"""UPDATE dialog_analysis i SET {sets},
+                analyzed_message_id = CASE WHEN i.analyzed_message_id IS NOT NULL AND f.analyzed_message_id IS NOT NULL
+                    THEN LEAST(i.analyzed_message_id, f.analyzed_message_id) END,
+                updated_at = now()
+            FROM dialog_analysis f WHERE i.id = $1 AND f.id = $2""",
+        into_dialog, from_dialog,
+    )
+
+
+async def mark_sent(conn: asyncpg.Connection, delivered: Sequence[Delivered]) -> None:
+    """capi's delivery hook: Meta accepted these (dialog, level) events; set their sent flags, time
+    and event id. One statement, in the caller's (capi's) transaction."""
+    if not delivered:
+        return
+    per_dialog = ", ".join(
+        f"bool_or(level = {n}) AS sent{n}, min(sent_at) FILTER (WHERE level = {n}) AS at{n}, "
+        f"min(event_id) FILTER (WHERE level = {n}) AS id{n}"
+        for n in LEVEL_COLUMNS
+    )
+    set_flags = ", ".join(
+        f"{c.sent} = d.{c.sent} OR p.sent{n}, {c.sent}_at = COALESCE(p.at{n}, d.{c.sent}_at), "
+        f"{_event_id_column(c)} = COALESCE(p.id{n}, d.{_event_id_column(c)})"
+        for n, c in LEVEL_COLUMNS.items()
+    )
+    await conn.execute(
+        f"""WITH p AS (
+                SELECT dialog_id, {per_dialog}
+                FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[])
+                     AS t(dialog_id, level, event_id, sent_at)
+                GROUP BY dialog_id)
+            UPDATE dialog_analysis d SET {set_flags}, updated_at = now()
+            FROM p WHERE d.id = p.dialog_id""",
+        [x.dialog_id for x in delivered], [x.level for x in delivered], [x.event_id for x in delivered],
+        [x.sent_at for x in delivered],
+    )
+
+
+def _event_id_column(c: LevelColumns) -> str:
+    return c.sent.removesuffix("_sent") + "_event_id"
+
+
+@dataclass(frozen=True)
+class DialogLead:
+    direction_id: str | None
+    instance_name: str
+    contact_phone: str
+    lead_id: int | None
+
+
+async def dialog_lead(db: Executor, dialog_id: int) -> DialogLead | None:
+    row = await db.fetchrow(
+        "SELECT direction_id, instance_name, contact_phone, lead_id FROM dialog_analysis WHERE id = $1", dialog_id)
+    return DialogLead(**dict(row)) if row else None
