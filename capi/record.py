@@ -21,7 +21,7 @@ import asyncpg
 from capi.hooks import DialogContact, DialogContacts
 from capi.jobs import schedule_send
 from capi.normalize import is_hashed
-from capi.payload import EventFacts, audit_request, build_event, event_name_for, event_value_for
+from capi.payload import EventFacts, audit_request, build_event, event_value_for
 from core.logging import get_logger
 from core.metrics import CAPI_EVENTS
 from core.migrate import installation_id
@@ -31,12 +31,15 @@ log = get_logger("capi.record")
 
 _DIRECTION_SQL = """
 SELECT d.id, d.account_id, d.ad_account_id, d.capi_enabled, d.pixel_id, d.whatsapp_business_account_id,
-       d.capi_test_event_code, d.capi_event_names, d.capi_event_values, u.default_region,
+       d.capi_test_event_code, capi_event_name(d.capi_event_names, $2) AS event_name, d.capi_event_values,
+       u.default_region,
        capi_meta_token(a.access_token, u.access_token) IS NOT NULL AS has_token
 FROM account_directions d
 JOIN user_accounts u ON u.id = d.account_id
 LEFT JOIN ad_accounts a ON a.id = d.ad_account_id
 WHERE d.id = $1"""
+# the seed's name of a level when there is no direction to configure one
+_DEFAULT_NAME_SQL = "SELECT capi_event_name(NULL, $1)"
 
 _INSERT_SQL = """
 INSERT INTO capi_events_log (direction_id, dialog_analysis_id, contact_phone, pixel_id, event_name,
@@ -98,8 +101,8 @@ async def record_event(
 ) -> str | None:
     """Insert the (dialog, level) decision: `pending` when it can be sent, else `skipped` with the
     reason in `error` (CAPI off, no pixel, no token, no click id, or the given `skip_reason`).
-    The event name comes from the direction (seed defaults Lead / CompleteRegistration /
-    Schedule); `event_id` is stable for (dialog, level) in this installation. ON CONFLICT DO
+    The event name comes from the direction (SQL `capi_event_name`: else the seed's defaults);
+    `event_id` is stable for (dialog, level) in this installation. ON CONFLICT DO
     NOTHING: returns the new row's status, or None when the decision already existed. A pending
     row schedules the sender. Runs inside the caller's transaction."""
     if level not in (1, 2, 3):
@@ -152,7 +155,8 @@ async def decide(
     if dialog_id is not None and dialog is None:
         raise LookupError(f"dialog {dialog_id} does not exist")
     direction_id = direction_id or (dialog.direction_id if dialog else None)
-    direction = await conn.fetchrow(_DIRECTION_SQL, direction_id) if direction_id else None
+    direction = await conn.fetchrow(_DIRECTION_SQL, direction_id, level) if direction_id else None
+    name = direction["event_name"] if direction else await conn.fetchval(_DEFAULT_NAME_SQL, level)
     clid = dialog.ctwa_clid if dialog else None
     phone = contact_phone or (dialog.phone if dialog else None)
     region = (direction["default_region"] if direction else None) or "RU"
@@ -162,19 +166,18 @@ async def decide(
     if event_id is None:
         event_id = event_id_for(await installation_id(conn), dialog_id=dialog_id, direction_id=direction_id,
                                 crm_entity=crm_entity, level=level)
-    event = _event(direction, dialog, level, reached_at, clid, phone, event_id)
+    event = _event(direction, dialog, name, level, reached_at, clid, phone, event_id)
     test_code = direction["capi_test_event_code"] if direction else None
     return Decision(direction, skip, event, phone, audit_request(event, test_code))
 
 
 def _event(
-    direction: asyncpg.Record | None, dialog: DialogContact | None, level: int, reached_at: datetime,
+    direction: asyncpg.Record | None, dialog: DialogContact | None, name: str, level: int, reached_at: datetime,
     clid: str | None, phone: str | None, event_id: str,
 ) -> dict[str, Any]:
-    names = direction["capi_event_names"] if direction else None
     value, currency = event_value_for(direction["capi_event_values"] if direction else None, level)
     return build_event(EventFacts(
-        event_name=event_name_for(names, level), event_time=reached_at, event_id=event_id, level=level,
+        event_name=name, event_time=reached_at, event_id=event_id, level=level,
         ctwa_clid=clid,
         whatsapp_business_account_id=direction["whatsapp_business_account_id"] if direction else None,
         phone=phone, email=dialog.email if dialog else None,

@@ -18,7 +18,6 @@ import aiohttp
 from aiohttp import web
 
 from capi.errors import SUGGESTED_EVENT_NAMES
-from capi.payload import DEFAULT_EVENT_NAMES
 from core.db import open_pool
 from core.migrate import migrate
 from core.settings import Settings
@@ -83,8 +82,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         "meta_graph_url": urls["meta"],
     })
     print(f"stand-ins (demo only): evolution {urls['evolution']}, llm {urls['llm']}, meta {urls['meta']}")
-    print(f"event names: {', '.join(SUGGESTED_EVENT_NAMES.values())}, not the defaults "
-          f"({', '.join(DEFAULT_EVENT_NAMES.values())}): Meta refuses those for Click-to-WhatsApp events, "
+    print(f"event names: {', '.join(SUGGESTED_EVENT_NAMES.values())}, not the seed's defaults "
+          "(Lead, CompleteRegistration, Schedule): Meta refuses those for Click-to-WhatsApp events, "
           "and so does the demo's stand-in")
     try:
         async with open_pool(settings, max_size=10) as pool:

@@ -15,7 +15,6 @@ import asyncpg
 
 from bot.drift import ReferralShare
 from capi.errors import BUSINESS_MESSAGING_EVENT_NAMES, SUGGESTED_NAMES_YAML, unlisted_event_names
-from capi.payload import event_name_for
 from core.settings import Settings
 
 Severity = Literal["ERROR", "WARN", "OK"]
@@ -44,7 +43,6 @@ class DirectionSetup:
     account_token: str | None = None
     test_event_code: str | None = None
     qualification_prompt: str | None = None
-    event_names: dict[int, str] = field(default_factory=dict)
     allow_unlisted_event_names: bool = False
     event_values: dict[int, Any] = field(default_factory=dict)
     crm_fields: dict[int, list[Any]] = field(default_factory=dict)
@@ -55,10 +53,10 @@ class DirectionSetup:
     crm_token: str | None = None
     chosen_token: str | None = None  # by SQL's capi_meta_token, the sender's rule
 
+    names_used: tuple[str, ...] = ()  # levels 1..3, by SQL's capi_event_name, the sender's rule
+
     def names(self) -> dict[int, str]:
-        # the names the sender will use, by the sender's own rule
-        configured = {str(lvl): name for lvl, name in self.event_names.items()}
-        return {lvl: event_name_for(configured, lvl) for lvl in (1, 2, 3)}
+        return dict(enumerate(self.names_used, start=1))
 
     def meta_token(self) -> tuple[str, str] | None:
         """(which token, the token) that the sender uses."""
@@ -73,6 +71,8 @@ class DirectionSetup:
 LOAD_SQL = """
 SELECT d.*, a.access_token AS account_token, ad.access_token AS ad_token, c.type AS crm_type,
        capi_meta_token(ad.access_token, a.access_token) AS chosen_token,
+       ARRAY[capi_event_name(d.capi_event_names, 1), capi_event_name(d.capi_event_names, 2),
+             capi_event_name(d.capi_event_names, 3)] AS names_used,
        c.base_url AS crm_base_url, c.rest_url AS crm_rest_url, c.access_token AS crm_token
 FROM account_directions d
 JOIN user_accounts a ON a.id = d.account_id
@@ -103,12 +103,12 @@ async def load(db: asyncpg.Pool) -> tuple[list[DirectionSetup], dict[str | None,
             pixel_id=r["pixel_id"], waba_id=r["whatsapp_business_account_id"],
             ad_account_id=r["ad_account_id"], ad_token=r["ad_token"], account_token=r["account_token"],
             test_event_code=r["capi_test_event_code"], qualification_prompt=r["qualification_prompt"],
-            event_names=_levels(r["capi_event_names"]), event_values=_levels(r["capi_event_values"]),
+            event_values=_levels(r["capi_event_values"]),
             allow_unlisted_event_names=r["capi_allow_unlisted_event_names"],
             crm_fields={lvl: r[f"capi_{key}"] or [] for lvl, key in FIELD_KEYS.items()},
             crm_connection_id=r["capi_crm_connection_id"], crm_type=r["crm_type"],
             crm_base_url=r["crm_base_url"], crm_rest_url=r["crm_rest_url"], crm_token=r["crm_token"],
-            chosen_token=r["chosen_token"],
+            chosen_token=r["chosen_token"], names_used=tuple(r["names_used"]),
         )
         for r in rows
     ]
