@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from core.jobs import Executor
+
 TTL = 5.0
 
 
@@ -26,6 +28,15 @@ class Instance:
     default_direction_id: str | None
 
 
+async def load_instance(db: Executor, name: str) -> Instance | None:
+    row = await db.fetchrow(
+        """SELECT name, account_id, webhook_secret, api_key, default_direction_id
+           FROM whatsapp_instances WHERE name = $1""",
+        name,
+    )
+    return Instance(**dict(row)) if row else None
+
+
 class InstanceCache:
     def __init__(self, ttl: float = TTL) -> None:
         self.ttl = ttl
@@ -36,15 +47,10 @@ class InstanceCache:
         hit = self._entries.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
-        row = await pool.fetchrow(
-            """SELECT name, account_id, webhook_secret, api_key, default_direction_id
-               FROM whatsapp_instances WHERE name = $1""",
-            name,
-        )
-        if row is None:
+        instance = await load_instance(pool, name)
+        if instance is None:
             self._entries.pop(name, None)
             return None
-        instance = Instance(**dict(row))
         if len(self._entries) > 10_000:  # bound memory against a flood of names
             self._entries.clear()
         self._entries[name] = (now + self.ttl, instance)

@@ -22,6 +22,7 @@ from capi.hooks import DialogContact, DialogContacts
 from capi.jobs import schedule_send
 from capi.normalize import is_hashed
 from capi.payload import EventFacts, audit_request, build_event, event_value_for
+from capi.tenants import direction_for_event
 from core.logging import get_logger
 from core.metrics import CAPI_EVENTS
 from core.migrate import installation_id
@@ -29,15 +30,6 @@ from core.phones import normalize_phone
 
 log = get_logger("capi.record")
 
-_DIRECTION_SQL = """
-SELECT d.id, d.account_id, d.ad_account_id, d.capi_enabled, d.pixel_id, d.whatsapp_business_account_id,
-       d.capi_test_event_code, capi_event_name(d.capi_event_names, $2) AS event_name, d.capi_event_values,
-       u.default_region,
-       capi_meta_token(a.access_token, u.access_token) IS NOT NULL AS has_token
-FROM account_directions d
-JOIN user_accounts u ON u.id = d.account_id
-LEFT JOIN ad_accounts a ON a.id = d.ad_account_id
-WHERE d.id = $1"""
 # the seed's name of a level when there is no direction to configure one
 _DEFAULT_NAME_SQL = "SELECT capi_event_name(NULL, $1)"
 
@@ -155,7 +147,7 @@ async def decide(
     if dialog_id is not None and dialog is None:
         raise LookupError(f"dialog {dialog_id} does not exist")
     direction_id = direction_id or (dialog.direction_id if dialog else None)
-    direction = await conn.fetchrow(_DIRECTION_SQL, direction_id, level) if direction_id else None
+    direction = await direction_for_event(conn, direction_id, level) if direction_id else None
     name = direction["event_name"] if direction else await conn.fetchval(_DEFAULT_NAME_SQL, level)
     clid = dialog.ctwa_clid if dialog else None
     phone = contact_phone or (dialog.phone if dialog else None)

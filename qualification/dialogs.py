@@ -15,6 +15,7 @@ import asyncpg
 
 from capi.hooks import Delivered
 from core.jobs import Executor
+from qualification.leads import LeadRef
 from qualification.prompt import WINDOW_MESSAGES, Role, Transcript, TranscriptMessage
 
 MAX_DETAIL_CHARS = 500
@@ -244,3 +245,44 @@ async def dialog_lead(db: Executor, dialog_id: int) -> DialogLead | None:
     row = await db.fetchrow(
         "SELECT direction_id, instance_name, contact_phone, lead_id FROM dialog_analysis WHERE id = $1", dialog_id)
     return DialogLead(**dict(row)) if row else None
+
+
+@dataclass(frozen=True)
+class DialogRef:
+    id: int
+    direction_id: str | None
+    contact_phone: str
+
+
+async def of_leads(db: Executor, account_id: str, leads: Sequence[LeadRef]) -> list[DialogRef]:
+    """The account's dialogs of these leads: by lead id, or by the lead's instance and phone for a
+    dialog that predates its lead link."""
+    if not leads:
+        return []
+    rows = await db.fetch(
+        """SELECT DISTINCT d.id, d.direction_id, d.contact_phone
+           FROM unnest($2::bigint[], $3::text[], $4::text[]) AS l(id, instance_name, phone)
+           JOIN dialog_analysis d
+             ON d.account_id = $1
+            AND (d.lead_id = l.id OR (d.instance_name = l.instance_name AND d.contact_phone = l.phone))
+           ORDER BY d.id""",
+        account_id, [x.id for x in leads], [x.instance_name for x in leads], [x.phone for x in leads],
+    )
+    return [DialogRef(r["id"], r["direction_id"], r["contact_phone"]) for r in rows]
+
+
+async def resume_bot(conn: asyncpg.Connection, instance: str, contact: str) -> tuple[int, str, datetime | None] | None:
+    """End the operator pause of the chat's dialog: (dialog, contact, paused until before), or None
+    when the chat has no dialog. Locks the dialog, so call it inside a transaction."""
+    row = await conn.fetchrow(
+        """WITH chat AS (
+               SELECT id, contact_phone, bot_paused_until FROM dialog_analysis
+               WHERE instance_name = $1 AND contact_phone = $2 ORDER BY id LIMIT 1 FOR UPDATE
+           ), resumed AS (
+               UPDATE dialog_analysis d SET bot_paused_until = NULL, updated_at = now()
+               FROM chat WHERE d.id = chat.id AND d.bot_paused_until > now()
+           )
+           SELECT id, contact_phone, CASE WHEN bot_paused_until > now() THEN bot_paused_until END AS paused_until
+           FROM chat""",
+        instance, contact)
+    return (row["id"], row["contact_phone"], row["paused_until"]) if row else None

@@ -6,9 +6,14 @@ contacts to them, capi is told a dialog's contact through `capi.hooks.DialogCont
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.jobs import Executor
+
+# the WhatsApp matching keys of the given phones (`whatsapp_phone_key`, migration 008: Brazil's
+# ninth digit, Mexico's 521/52, Argentina's 549/54), as one array the per-account index is probed with
+KEYS = "ANY (ARRAY(SELECT whatsapp_phone_key(p) FROM unnest($2::text[]) p))"
 
 
 @dataclass(frozen=True)
@@ -22,3 +27,39 @@ class LeadContact:
 async def lead_contact(db: Executor, lead_id: int) -> LeadContact | None:
     row = await db.fetchrow("SELECT ctwa_clid, email, is_lid, ad_source_id FROM leads WHERE id = $1", lead_id)
     return LeadContact(row["ctwa_clid"], row["email"], row["is_lid"], row["ad_source_id"]) if row else None
+
+
+@dataclass(frozen=True)
+class LeadRef:
+    id: int
+    instance_name: str
+    phone: str
+
+
+async def by_phones(db: Executor, account_id: str, phones: Sequence[str]) -> list[LeadRef]:
+    """The account's leads whose phone WhatsApp treats as one of `phones`."""
+    rows = await db.fetch(
+        f"SELECT id, instance_name, phone FROM leads WHERE account_id = $1 AND phone_key = {KEYS} ORDER BY id",
+        account_id, list(phones))
+    return [LeadRef(r["id"], r["instance_name"], r["phone"]) for r in rows]
+
+
+async def set_email_by_phones(db: Executor, account_id: str, phones: Sequence[str], email: str) -> int:
+    """`email` becomes the email of the account's leads with these phones; returns how many changed."""
+    status = await db.execute(
+        f"""UPDATE leads SET email = $3, updated_at = now()
+           WHERE account_id = $1 AND phone_key = {KEYS} AND email IS DISTINCT FROM $3""",
+        account_id, list(phones), email,
+    )
+    return int(status.split()[-1])
+
+
+async def chat_leads(db: Executor, instance: str, account_id: str, phone: str, raw: str) -> list[LeadRef]:
+    """The instance's leads of one chat: by the phone's matching key, or `raw` as stored (a LID);
+    phone leads first."""
+    rows = await db.fetch(
+        """SELECT id, instance_name, phone FROM leads
+           WHERE instance_name = $1 AND ((account_id = $2 AND phone_key = whatsapp_phone_key($3)) OR phone = $4)
+           ORDER BY is_lid, id""",
+        instance, account_id, phone, raw)
+    return [LeadRef(r["id"], r["instance_name"], r["phone"]) for r in rows]

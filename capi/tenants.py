@@ -1,0 +1,42 @@
+"""Accounts, ad accounts and directions: the one module that holds the SQL of `user_accounts`,
+`ad_accounts` and `account_directions` reads.
+
+It sits in `capi`, the lowest package that reads them (the sender needs the dataset and the token);
+the packages above call these functions. Which Meta token wins is SQL's `capi_meta_token`
+(migration 015).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from core.jobs import Executor
+
+_DIRECTION_FOR_EVENT_SQL = """
+SELECT d.id, d.account_id, d.ad_account_id, d.capi_enabled, d.pixel_id, d.whatsapp_business_account_id,
+       d.capi_test_event_code, capi_event_name(d.capi_event_names, $2) AS event_name, d.capi_event_values,
+       u.default_region,
+       capi_meta_token(a.access_token, u.access_token) IS NOT NULL AS has_token
+FROM account_directions d
+JOIN user_accounts u ON u.id = d.account_id
+LEFT JOIN ad_accounts a ON a.id = d.ad_account_id
+WHERE d.id = $1"""
+
+
+async def direction_for_event(db: Executor, direction_id: str, level: int) -> asyncpg.Record | None:
+    """What deciding a level's event needs of its direction: dataset, name, value, token present."""
+    return await db.fetchrow(_DIRECTION_FOR_EVENT_SQL, direction_id, level)
+
+
+async def default_region(db: Executor, account_id: str) -> str | None:
+    """How the account's local phone numbers are read (`8 916 ...`); None: no such account."""
+    value = await db.fetchval("SELECT default_region FROM user_accounts WHERE id = $1", account_id)
+    return str(value) if value is not None else None
+
+
+async def reply_to(db: Executor, direction_id: str | None) -> str | None:
+    """The direction's `reply_to` (all | ad_leads | off); None: no direction."""
+    if direction_id is None:
+        return None
+    value = await db.fetchval("SELECT reply_to FROM account_directions WHERE id = $1", direction_id)
+    return str(value) if value is not None else None
