@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -201,3 +201,101 @@ async def next_due_in(pool: asyncpg.Pool | asyncpg.Connection) -> float | None:
         "SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - now())) FROM capi_events_log WHERE status = 'pending'"
     )
     return float(value) if value is not None else None
+
+
+_INSERT_SQL = """
+INSERT INTO capi_events_log (direction_id, dialog_analysis_id, contact_phone, pixel_id, event_name,
+    event_level, event_id, event_time, source, status, error, hint, crm_entity, request)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT DO NOTHING
+RETURNING status"""
+
+
+async def insert_decision(conn: asyncpg.Connection, *values: Any) -> str | None:
+    """One (dialog, level) decision, in `_INSERT_SQL`'s column order; None when it already existed."""
+    status = await conn.fetchval(_INSERT_SQL, *values)
+    return str(status) if status is not None else None
+
+
+_RETRY_CANDIDATES_SQL = """
+SELECT id FROM capi_events_log
+WHERE status = ANY($1::text[])
+  AND ($2::text IS NULL OR direction_id = $2)
+  AND ($3::timestamptz IS NULL OR created_at >= $3)
+ORDER BY id"""
+
+_RETRY_ROW_SQL = """
+SELECT id, status, direction_id, dialog_analysis_id, event_level, event_id, event_time, crm_entity,
+       contact_phone, response
+FROM capi_events_log WHERE id = $1 AND status IN ('error', 'skipped') FOR UPDATE SKIP LOCKED"""
+
+
+async def retry_candidates(
+    db: asyncpg.Pool, statuses: Sequence[str], direction_id: str | None, since: datetime | None,
+) -> list[int]:
+    return [r["id"] for r in await db.fetch(_RETRY_CANDIDATES_SQL, list(statuses), direction_id, since)]
+
+
+async def lock_for_retry(conn: asyncpg.Connection, row_id: int) -> asyncpg.Record | None:
+    """The `error` or `skipped` row, locked; None when it is not (or another retry holds it)."""
+    return await conn.fetchrow(_RETRY_ROW_SQL, row_id)
+
+
+async def mark_skipped(conn: asyncpg.Connection, row_id: int, reason: str, hint: str | None) -> None:
+    await conn.execute(
+        "UPDATE capi_events_log SET status = 'skipped', error = $2, hint = $3, updated_at = now() WHERE id = $1",
+        row_id, reason, hint)
+
+
+async def requeue(conn: asyncpg.Connection, row_id: int, request: dict[str, Any], event_name: str,
+                  dataset: str | None) -> None:
+    """Pending again, due now, with the request and name decided anew."""
+    await conn.execute(
+        """UPDATE capi_events_log
+           SET status = 'pending', error = NULL, hint = NULL, response = NULL, request = $2,
+               event_name = $3, pixel_id = $4, next_attempt_at = now(), updated_at = now()
+           WHERE id = $1""",
+        row_id, request, event_name, dataset)
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    dataset: str | None
+    event_name: str
+    direction_id: str | None
+
+
+async def event_of(db: asyncpg.Pool | asyncpg.Connection, row_id: int) -> LoggedEvent | None:
+    row = await db.fetchrow("SELECT pixel_id, event_name, direction_id FROM capi_events_log WHERE id = $1", row_id)
+    return LoggedEvent(row["pixel_id"], row["event_name"], row["direction_id"]) if row else None
+
+
+# a person's rows: of their dialogs, or of their accounts' directions with their phone or hashes
+_PERSON_ROWS_SQL = """
+SELECT c.* FROM capi_events_log c
+WHERE c.dialog_analysis_id = ANY($1::bigint[])
+   OR (c.direction_id = ANY($2::text[])
+       AND (c.contact_phone = ANY($3::text[])
+            OR c.request #> '{data,0,user_data,ph}' ?| $4::text[]
+            OR c.request #> '{data,0,user_data,em}' ?| $5::text[]))
+ORDER BY c.id"""
+
+
+async def person_rows(db: asyncpg.Pool | asyncpg.Connection, dialog_ids: list[int], direction_ids: list[str],
+                      phones: list[str], phone_hashes: list[str], email_hashes: list[str]) -> list[dict[str, Any]]:
+    rows = await db.fetch(_PERSON_ROWS_SQL, dialog_ids, direction_ids, phones, phone_hashes, email_hashes)
+    return [dict(r) for r in rows]
+
+
+async def erase_row(conn: asyncpg.Connection, row_id: int, scrubbed_request: Any, reason: str) -> None:
+    """The row keeps its audit, not the person: no phone, the scrubbed request; unsent becomes skipped."""
+    await conn.execute(
+        """UPDATE capi_events_log
+           SET contact_phone = NULL, request = $2,
+               status = CASE WHEN status IN ('pending', 'error') THEN 'skipped' ELSE status END,
+               error = CASE WHEN status IN ('pending', 'error') THEN $3 ELSE error END,
+               hint = CASE WHEN status IN ('pending', 'error') THEN NULL ELSE hint END,
+               updated_at = now()
+           WHERE id = $1""",
+        row_id, scrubbed_request, reason,
+    )

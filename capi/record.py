@@ -20,6 +20,7 @@ import asyncpg
 
 from capi.hooks import DialogContact, DialogContacts
 from capi.jobs import schedule_send
+from capi.ledger import insert_decision
 from capi.normalize import is_hashed
 from capi.payload import EventFacts, audit_request, build_event, event_value_for
 from capi.tenants import direction_for_event
@@ -32,14 +33,6 @@ log = get_logger("capi.record")
 
 # the seed's name of a level when there is no direction to configure one
 _DEFAULT_NAME_SQL = "SELECT capi_event_name(NULL, $1)"
-
-_INSERT_SQL = """
-INSERT INTO capi_events_log (direction_id, dialog_analysis_id, contact_phone, pixel_id, event_name,
-    event_level, event_id, event_time, source, status, error, hint, crm_entity, request)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-ON CONFLICT DO NOTHING
-RETURNING status"""
-
 
 def event_id_for(
     installation: uuid.UUID, *, dialog_id: int | None, direction_id: str | None, crm_entity: str | None,
@@ -108,8 +101,8 @@ async def record_event(
                      contacts=contacts)
     direction, skip, event, phone = d.direction, d.skip, d.event, d.phone
     status = "skipped" if skip else "pending"
-    inserted = await conn.fetchval(
-        _INSERT_SQL, direction["id"] if direction else None, dialog_id, phone,
+    inserted = await insert_decision(
+        conn, direction["id"] if direction else None, dialog_id, phone,
         direction["pixel_id"] if direction else None, event["event_name"], level, event["event_id"],
         reached_at, source, status, skip.reason if skip else None, skip.hint if skip else None,
         crm_entity, d.request,

@@ -8,6 +8,8 @@ the packages above call these functions. Which Meta token wins is SQL's `capi_me
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import asyncpg
 
 from core.jobs import Executor
@@ -40,3 +42,18 @@ async def reply_to(db: Executor, direction_id: str | None) -> str | None:
         return None
     value = await db.fetchval("SELECT reply_to FROM account_directions WHERE id = $1", direction_id)
     return str(value) if value is not None else None
+
+
+async def event_config_fingerprints(db: Executor, direction_ids: Iterable[str]) -> dict[str, str]:
+    """Per direction, a fingerprint of its event-name config (`capi_event_names` and
+    `capi_allow_unlisted_event_names`): a refusal of a name holds while it is unchanged."""
+    rows = await db.fetch(
+        """SELECT id, md5(capi_event_names::text || ':' || capi_allow_unlisted_event_names::text) AS fp
+           FROM account_directions WHERE id = ANY($1::text[])""",
+        sorted(set(direction_ids)))
+    return {r["id"]: r["fp"] for r in rows}
+
+
+async def direction_ids_of_accounts(db: Executor, accounts: Iterable[str]) -> list[str]:
+    rows = await db.fetch("SELECT id FROM account_directions WHERE account_id = ANY($1::text[])", list(accounts))
+    return [r["id"] for r in rows]
