@@ -37,6 +37,18 @@ async def load_instance(db: Executor, name: str) -> Instance | None:
     return Instance(**dict(row)) if row else None
 
 
+async def evolution_endpoint(db: Executor, name: str) -> tuple[str, str] | None:
+    """(api_url, api_key) of the instance: where and how its replies are sent."""
+    row = await db.fetchrow("SELECT api_url, api_key FROM whatsapp_instances WHERE name = $1", name)
+    return (row["api_url"], row["api_key"]) if row else None
+
+
+async def evolution_endpoints(db: Executor) -> list[tuple[str, str, str]]:
+    """(name, api_url, api_key) of every instance, by name."""
+    rows = await db.fetch("SELECT name, api_url, api_key FROM whatsapp_instances ORDER BY name")
+    return [(r["name"], r["api_url"], r["api_key"]) for r in rows]
+
+
 class InstanceCache:
     def __init__(self, ttl: float = TTL) -> None:
         self.ttl = ttl

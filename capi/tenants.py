@@ -57,3 +57,11 @@ async def event_config_fingerprints(db: Executor, direction_ids: Iterable[str]) 
 async def direction_ids_of_accounts(db: Executor, accounts: Iterable[str]) -> list[str]:
     rows = await db.fetch("SELECT id FROM account_directions WHERE account_id = ANY($1::text[])", list(accounts))
     return [r["id"] for r in rows]
+
+
+async def bot_prompt(db: Executor, direction_id: str | None) -> str | None:
+    """The direction's chatbot prompt; None: no direction or none set."""
+    if direction_id is None:
+        return None
+    value = await db.fetchval("SELECT bot_prompt FROM account_directions WHERE id = $1", direction_id)
+    return str(value) if value is not None else None

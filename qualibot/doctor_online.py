@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import asyncpg
 
+from bot.instances import evolution_endpoints
 from core.settings import Settings
 from qualibot.doctor import DirectionSetup, Finding, Severity, mask
 
@@ -151,8 +152,7 @@ class EvolutionEndpoint:
 
 
 async def load_instances(db: asyncpg.Pool) -> list[EvolutionEndpoint]:
-    rows = await db.fetch("SELECT name, api_url, api_key FROM whatsapp_instances ORDER BY name")
-    return [EvolutionEndpoint(r["name"], r["api_url"], r["api_key"]) for r in rows]
+    return [EvolutionEndpoint(*row) for row in await evolution_endpoints(db)]
 
 
 async def check_evolution(instances: list[EvolutionEndpoint], request_seconds: float) -> list[Finding]:

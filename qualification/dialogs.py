@@ -286,3 +286,83 @@ async def resume_bot(conn: asyncpg.Connection, instance: str, contact: str) -> t
            FROM chat""",
         instance, contact)
     return (row["id"], row["contact_phone"], row["paused_until"]) if row else None
+
+
+@dataclass(frozen=True)
+class ReplyView:
+    """What the reply job reads of a dialog and its messages."""
+
+    id: int
+    instance_name: str
+    contact: str
+    lead_id: int | None
+    paused: bool
+    direction_id: str | None
+    last_client_id: int | None  # messages.id of the newest client message
+    replied: bool  # a bot reply to the burst ending at last_client_id exists
+    waiting: bool  # a message of this chat is stored but not yet linked by the intake drain
+
+
+async def reply_view(db: Executor, dialog_id: int) -> ReplyView | None:
+    row = await db.fetchrow(
+        """SELECT d.id, d.instance_name, d.contact_phone AS contact, d.lead_id,
+                  COALESCE(d.bot_paused_until > now(), false) AS paused, d.direction_id,
+                  last.id AS last_client_id,
+                  EXISTS (SELECT 1 FROM messages r WHERE r.reply_to = last.id) AS replied,
+                  EXISTS (SELECT 1 FROM messages w
+                          WHERE w.dialog_id IS NULL AND w.intake_error IS NULL
+                            AND w.instance_name = d.instance_name
+                            AND w.contact = d.contact_phone) AS waiting
+           FROM dialog_analysis d
+           LEFT JOIN LATERAL (SELECT max(m.id) AS id FROM messages m
+                              WHERE m.dialog_id = d.id AND m.role = 'client') last ON true
+           WHERE d.id = $1""",
+        dialog_id,
+    )
+    return ReplyView(**dict(row)) if row else None
+
+
+async def recent_messages(db: Executor, dialog_id: int, upto: int, limit: int) -> list[tuple[str, str]]:
+    """(role, text) of the `limit` newest messages up to `upto`, oldest first; failed bot sends left out."""
+    rows = await db.fetch(
+        """SELECT role, text FROM messages
+           WHERE dialog_id = $1 AND id <= $2 AND delivery_status IS DISTINCT FROM 'failed'
+           ORDER BY id DESC LIMIT $3""",
+        dialog_id, upto, limit,
+    )
+    return [(r["role"], r["text"]) for r in reversed(rows)]
+
+
+async def insert_reply(db: Executor, dialog_id: int, message_id: str, text: str, reply_to: int | None) -> int | None:
+    """The bot's reply to the burst ending at `reply_to`, as `pending`; None when that burst has
+    one already or the bot is paused (`messages.reply_to` is unique)."""
+    value = await db.fetchval(
+        """INSERT INTO messages (instance_name, message_id, dialog_id, role, text, delivery_status, reply_to)
+           SELECT d.instance_name, $2, d.id, 'bot', $3, 'pending', $4 FROM dialog_analysis d
+           WHERE d.id = $1 AND (d.bot_paused_until IS NULL OR d.bot_paused_until <= now())
+           ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
+           RETURNING id""",
+        dialog_id, message_id, text, reply_to,
+    )
+    return int(value) if value is not None else None
+
+
+async def record_delivery(db: Executor, message_id: int, status: str, error: str | None,
+                          external_id: str | None) -> None:
+    await db.execute(
+        """UPDATE messages SET delivery_status = $2, delivery_error = $3, external_id = $4,
+                  sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END
+           WHERE id = $1""",
+        message_id, status, error, external_id,
+    )
+
+
+async def close_burst(db: Executor, dialog_id: int, last_client_id: int) -> None:
+    """The burst ends, unless a client message newer than `last_client_id` opened another."""
+    await db.execute(
+        """UPDATE dialog_analysis SET burst_started_at = NULL, updated_at = now()
+           WHERE id = $1 AND burst_started_at IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM messages
+                             WHERE dialog_id = $1 AND role = 'client' AND id > $2)""",
+        dialog_id, last_client_id,
+    )
