@@ -9,6 +9,8 @@ the packages above call these functions. Which Meta token wins is SQL's `capi_me
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -65,3 +67,49 @@ async def bot_prompt(db: Executor, direction_id: str | None) -> str | None:
         return None
     value = await db.fetchval("SELECT bot_prompt FROM account_directions WHERE id = $1", direction_id)
     return str(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class QualificationSetup:
+    capi_enabled: bool
+    capi_source: str | None  # whatsapp | crm
+    qualification_prompt: str | None
+    analyse_dialogs: str  # ad_leads | all
+
+
+async def qualification_setup(db: Executor, direction_id: str) -> QualificationSetup | None:
+    row = await db.fetchrow(
+        """SELECT capi_enabled, capi_source, qualification_prompt, analyse_dialogs
+           FROM account_directions WHERE id = $1""", direction_id)
+    return QualificationSetup(**dict(row)) if row else None
+
+
+async def crm_field_directions(db: Executor, connection_id: str) -> list[tuple[str, dict[int, Any]]]:
+    """Directions whose levels come from this CRM connection: (id, {level: its configured fields})."""
+    rows = await db.fetch(
+        """SELECT id, capi_interest_fields, capi_qualified_fields, capi_scheduled_fields
+           FROM account_directions
+           WHERE capi_source = 'crm' AND capi_crm_connection_id = $1
+           ORDER BY id""",
+        connection_id,
+    )
+    return [(r["id"], {1: r["capi_interest_fields"], 2: r["capi_qualified_fields"], 3: r["capi_scheduled_fields"]})
+            for r in rows]
+
+
+async def account_regions(db: Executor, account_id: str | None = None) -> list[tuple[str, str]]:
+    """(account, default_region) of one account, or of every account by id."""
+    rows = await db.fetch(
+        "SELECT id, default_region FROM user_accounts WHERE $1::text IS NULL OR id = $1 ORDER BY id", account_id)
+    return [(r["id"], r["default_region"]) for r in rows]
+
+
+async def direction_name(db: Executor, direction_id: str) -> asyncpg.Record | None:
+    """The direction's id and name; None: no such direction."""
+    return await db.fetchrow("SELECT id, name FROM account_directions WHERE id = $1", direction_id)
+
+
+async def save_qualification_prompt(db: Executor, direction_id: str, prompt: str) -> None:
+    await db.execute(
+        "UPDATE account_directions SET qualification_prompt = $2, updated_at = now() WHERE id = $1",
+        direction_id, prompt)

@@ -13,6 +13,7 @@ from typing import cast
 
 import asyncpg
 
+from capi import tenants
 from capi.hooks import Delivered
 from core.jobs import Executor
 from qualification.leads import LeadRef
@@ -66,12 +67,9 @@ class DialogState:
 async def load_state(db: Executor, dialog_id: int) -> DialogState | None:
     row = await db.fetchrow(
         """SELECT d.id, d.direction_id, dialog_level(d.is_interested, d.is_qualified, d.is_scheduled) AS level,
-                  d.analyzed_message_id, d.analysis_suspicious_message_id,
-                  ad.capi_enabled, ad.capi_source, ad.qualification_prompt, d.lead_id,
-                  COALESCE(ad.analyse_dialogs = 'all', false) AS analyse_all,
+                  d.analyzed_message_id, d.analysis_suspicious_message_id, d.lead_id,
                   c.n AS client_messages, c.last_id AS last_client_message_id
            FROM dialog_analysis d
-           LEFT JOIN account_directions ad ON ad.id = d.direction_id
            CROSS JOIN LATERAL (
                SELECT count(*) AS n, max(m.id) AS last_id FROM messages m
                WHERE m.dialog_id = d.id AND m.role = 'client') c
@@ -80,18 +78,19 @@ async def load_state(db: Executor, dialog_id: int) -> DialogState | None:
     )
     if row is None:
         return None
+    setup = await tenants.qualification_setup(db, row["direction_id"]) if row["direction_id"] else None
     return DialogState(
         id=row["id"],
         direction_id=row["direction_id"],
         level=row["level"],
         analyzed_message_id=row["analyzed_message_id"],
-        capi_enabled=bool(row["capi_enabled"]),
-        capi_source=row["capi_source"],
-        qualification_prompt=row["qualification_prompt"],
+        capi_enabled=bool(setup and setup.capi_enabled),
+        capi_source=setup.capi_source if setup else None,
+        qualification_prompt=setup.qualification_prompt if setup else None,
         client_messages=row["client_messages"],
         last_client_message_id=row["last_client_message_id"],
         suspicious_message_id=row["analysis_suspicious_message_id"],
-        analyse_all=row["analyse_all"],
+        analyse_all=bool(setup and setup.analyse_dialogs == "all"),
         lead_id=row["lead_id"],
     )
 
