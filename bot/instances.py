@@ -49,6 +49,16 @@ async def evolution_endpoints(db: Executor) -> list[tuple[str, str, str]]:
     return [(r["name"], r["api_url"], r["api_key"]) for r in rows]
 
 
+async def instance_names(db: Executor) -> list[str]:
+    return [r["name"] for r in await db.fetch("SELECT name FROM whatsapp_instances ORDER BY name")]
+
+
+async def instance_directions(db: Executor) -> list[tuple[str, str, str | None]]:
+    """(name, account, default direction) of every instance."""
+    rows = await db.fetch("SELECT name, account_id, default_direction_id FROM whatsapp_instances ORDER BY name")
+    return [(r["name"], r["account_id"], r["default_direction_id"]) for r in rows]
+
+
 class InstanceCache:
     def __init__(self, ttl: float = TTL) -> None:
         self.ttl = ttl

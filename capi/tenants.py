@@ -113,3 +113,18 @@ async def save_qualification_prompt(db: Executor, direction_id: str, prompt: str
     await db.execute(
         "UPDATE account_directions SET qualification_prompt = $2, updated_at = now() WHERE id = $1",
         direction_id, prompt)
+
+
+async def direction_setups(db: Executor) -> list[asyncpg.Record]:
+    """Every direction (`d.*`) with its account's and ad account's tokens, the owner of its ad
+    account, the token the sender uses and the names of levels 1..3 (`qualibot doctor`)."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        """SELECT d.*, a.access_token AS account_token, ad.access_token AS ad_token, ad.account_id AS ad_account_owner,
+                  capi_meta_token(ad.access_token, a.access_token) AS chosen_token,
+                  ARRAY[capi_event_name(d.capi_event_names, 1), capi_event_name(d.capi_event_names, 2),
+                        capi_event_name(d.capi_event_names, 3)] AS names_used
+           FROM account_directions d
+           JOIN user_accounts a ON a.id = d.account_id
+           LEFT JOIN ad_accounts ad ON ad.id = d.ad_account_id
+           ORDER BY d.id""")
+    return rows

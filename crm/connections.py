@@ -74,3 +74,11 @@ def _field_list(value: Any) -> list[dict[str, Any]]:
 async def connection_ids_of_accounts(db: Executor, accounts: Sequence[str]) -> list[str]:
     rows = await db.fetch("SELECT id FROM crm_connections WHERE account_id = ANY($1::text[])", list(accounts))
     return [r["id"] for r in rows]
+
+
+async def all_connections(db: Executor) -> dict[str, Connection]:
+    """Every connection by id (`qualibot doctor`); `default_region` is not read here and left empty."""
+    rows = await db.fetch(
+        """SELECT id, type, account_id, base_url, rest_url, access_token, crm_account_id, subdomain,
+                  webhook_secret, application_token, rate_limit_per_second FROM crm_connections""")
+    return {r["id"]: Connection(**dict(r), default_region="") for r in rows}

@@ -365,3 +365,44 @@ async def close_burst(db: Executor, dialog_id: int, last_client_id: int) -> None
                              WHERE dialog_id = $1 AND role = 'client' AND id > $2)""",
         dialog_id, last_client_id,
     )
+
+
+# for operators (`qualibot doctor` prints them): set-aside messages back in line; orphans removed
+RELINK_SQL = "UPDATE messages SET intake_error = NULL WHERE intake_error IS NOT NULL"
+ORPHANS_SQL = ("DELETE FROM messages WHERE dialog_id IS NULL AND instance_name NOT IN "
+               "(SELECT name FROM whatsapp_instances)")
+
+
+async def intake_backlog(db: Executor, instances: Sequence[str]) -> tuple[int, float | None, int, str | None, int]:
+    """Messages not yet linked to a dialog: (waiting, the oldest's age in seconds, set aside, the
+    latest set-aside reason, orphaned: their instance is not one of `instances`)."""
+    row = await db.fetchrow(
+        """SELECT count(*) FILTER (WHERE known AND intake_error IS NULL) AS waiting,
+                  extract(epoch FROM now() - min(created_at) FILTER (WHERE known AND intake_error IS NULL))
+                      ::float8 AS oldest,
+                  count(*) FILTER (WHERE intake_error IS NOT NULL) AS set_aside,
+                  (array_agg(intake_error ORDER BY id DESC) FILTER (WHERE intake_error IS NOT NULL))[1] AS last_error,
+                  count(*) FILTER (WHERE NOT known AND intake_error IS NULL) AS orphaned
+           FROM (SELECT m.*, m.instance_name = ANY($1::text[]) AS known FROM messages m
+                 WHERE m.dialog_id IS NULL) m""",
+        list(instances))
+    assert row is not None
+    return row["waiting"], row["oldest"], row["set_aside"], row["last_error"], row["orphaned"]
+
+
+async def not_analysed_by_direction(db: Executor) -> dict[str | None, tuple[int, str | None]]:
+    """Per direction (None: no direction): dialogs `not_analysed`, and the latest one's reason."""
+    rows = await db.fetch(
+        """SELECT DISTINCT ON (direction_id) direction_id, count(*) OVER (PARTITION BY direction_id) AS n,
+                  analysis_detail
+           FROM dialog_analysis WHERE analysis_status = 'not_analysed'
+           ORDER BY direction_id, updated_at DESC""")
+    return {r["direction_id"]: (r["n"], r["analysis_detail"]) for r in rows}
+
+
+async def undirected_by_instance(db: Executor) -> dict[str, int]:
+    """Dialogs that belong to no direction, per instance."""
+    rows = await db.fetch(
+        """SELECT instance_name, count(*)::int AS n FROM dialog_analysis WHERE direction_id IS NULL
+           GROUP BY instance_name ORDER BY instance_name""")
+    return {r["instance_name"]: r["n"] for r in rows}
