@@ -116,6 +116,7 @@ class IntakeBacklog:
     set_aside: int  # the drain could not link them (messages.intake_error)
     last_error: str | None
     orphaned: int  # their instance was removed: never linked
+    orphan_instances: list[str]
 
 
 async def load_intake(db: asyncpg.Pool) -> IntakeBacklog:
@@ -140,7 +141,8 @@ def check_intake(backlog: IntakeBacklog) -> list[Finding]:
     if backlog.orphaned:
         out.append(Finding("WARN", None, (
             f"{backlog.orphaned} stored WhatsApp message(s) belong to instances no longer configured and "
-            f"will not be linked to dialogs (restore the instance, or delete them with `{dialogs.ORPHANS_SQL}`)")))
+            "will not be linked to dialogs (restore the instance, or delete them with "
+            f"`{dialogs.orphans_sql(backlog.orphan_instances)}`)")))
     return out
 
 

@@ -369,25 +369,33 @@ async def close_burst(db: Executor, dialog_id: int, last_client_id: int) -> None
 
 # for operators (`qualibot doctor` prints them): set-aside messages back in line; orphans removed
 RELINK_SQL = "UPDATE messages SET intake_error = NULL WHERE intake_error IS NOT NULL"
-ORPHANS_SQL = ("DELETE FROM messages WHERE dialog_id IS NULL AND instance_name NOT IN "
-               "(SELECT name FROM whatsapp_instances)")
 
 
-async def intake_backlog(db: Executor, instances: Sequence[str]) -> tuple[int, float | None, int, str | None, int]:
+def orphans_sql(instances: Sequence[str]) -> str:
+    names = ", ".join("'" + name.replace("'", "''") + "'" for name in instances)
+    return f"DELETE FROM messages WHERE dialog_id IS NULL AND instance_name IN ({names})"
+
+
+async def intake_backlog(
+    db: Executor, instances: Sequence[str],
+) -> tuple[int, float | None, int, str | None, int, list[str]]:
     """Messages not yet linked to a dialog: (waiting, the oldest's age in seconds, set aside, the
-    latest set-aside reason, orphaned: their instance is not one of `instances`)."""
+    latest set-aside reason, orphaned: their instance is not one of `instances`, and those instances)."""
     row = await db.fetchrow(
         """SELECT count(*) FILTER (WHERE known AND intake_error IS NULL) AS waiting,
                   extract(epoch FROM now() - min(created_at) FILTER (WHERE known AND intake_error IS NULL))
                       ::float8 AS oldest,
                   count(*) FILTER (WHERE intake_error IS NOT NULL) AS set_aside,
                   (array_agg(intake_error ORDER BY id DESC) FILTER (WHERE intake_error IS NOT NULL))[1] AS last_error,
-                  count(*) FILTER (WHERE NOT known AND intake_error IS NULL) AS orphaned
+                  count(*) FILTER (WHERE NOT known AND intake_error IS NULL) AS orphaned,
+                  array_agg(DISTINCT instance_name ORDER BY instance_name)
+                      FILTER (WHERE NOT known AND intake_error IS NULL) AS orphan_instances
            FROM (SELECT m.*, m.instance_name = ANY($1::text[]) AS known FROM messages m
                  WHERE m.dialog_id IS NULL) m""",
         list(instances))
     assert row is not None
-    return row["waiting"], row["oldest"], row["set_aside"], row["last_error"], row["orphaned"]
+    return (row["waiting"], row["oldest"], row["set_aside"], row["last_error"], row["orphaned"],
+            list(row["orphan_instances"] or []))
 
 
 async def not_analysed_by_direction(db: Executor) -> dict[str | None, tuple[int, str | None]]:
