@@ -299,3 +299,15 @@ async def erase_row(conn: asyncpg.Connection, row_id: int, scrubbed_request: Any
            WHERE id = $1""",
         row_id, scrubbed_request, reason,
     )
+
+
+async def count_status(db: asyncpg.Pool, status: str) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM capi_events_log WHERE status = $1", status))
+
+
+async def outcomes_by_level(db: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Every row's level, name, status, attempts, event id and Meta's trace id (`qualibot demo`)."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        """SELECT event_level, event_name, status, attempts, event_id, response->>'fbtrace_id' AS trace
+           FROM capi_events_log ORDER BY event_level""")
+    return rows

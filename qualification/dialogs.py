@@ -414,3 +414,10 @@ async def undirected_by_instance(db: Executor) -> dict[str, int]:
         """SELECT instance_name, count(*)::int AS n FROM dialog_analysis WHERE direction_id IS NULL
            GROUP BY instance_name ORDER BY instance_name""")
     return {r["instance_name"]: r["n"] for r in rows}
+
+
+async def first_sent_flags(db: Executor) -> tuple[bool, ...] | None:
+    """The sent flags of levels 1..3 of the first dialog (`qualibot demo` has one)."""
+    row = await db.fetchrow(
+        f"SELECT {', '.join(c.sent for c in LEVEL_COLUMNS.values())} FROM dialog_analysis ORDER BY id LIMIT 1")
+    return tuple(row) if row else None

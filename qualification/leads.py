@@ -63,3 +63,21 @@ async def chat_leads(db: Executor, instance: str, account_id: str, phone: str, r
            ORDER BY is_lid, id""",
         instance, account_id, phone, raw)
     return [LeadRef(r["id"], r["instance_name"], r["phone"]) for r in rows]
+
+
+async def referral_counts(db: Executor, instances: Sequence[str], window: int) -> list[tuple[str, int, int, bool]]:
+    """Per instance, by name: (instance, its newest `window` chats, how many of them arrived with an
+    ad referral, whether any chat of it ever did)."""
+    rows = await db.fetch(
+        """SELECT i.name AS instance, r.chats, r.with_referral,
+                  EXISTS (SELECT 1 FROM leads l WHERE l.instance_name = i.name AND l.referral IS NOT NULL) AS ever
+           FROM unnest($1::text[]) AS i(name)
+           CROSS JOIN LATERAL (
+               SELECT count(*)::int AS chats,
+                      (count(*) FILTER (WHERE recent.referral IS NOT NULL))::int AS with_referral
+               FROM (SELECT l.referral FROM leads l WHERE l.instance_name = i.name
+                     ORDER BY l.id DESC LIMIT $2) recent
+           ) r
+           ORDER BY i.name""",
+        list(instances), window)
+    return [(r["instance"], r["chats"], r["with_referral"], r["ever"]) for r in rows]
