@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         "meta_graph_url": urls["meta"],
     })
     print(f"stand-ins (demo only): evolution {urls['evolution']}, llm {urls['llm']}, meta {urls['meta']}")
-    print(f"event names: {', '.join(SUGGESTED_EVENT_NAMES.values())}, not the seed's defaults "
+    print(f"event names: {', '.join(SUGGESTED_EVENT_NAMES.values())}, not the defaults "
           "(Lead, CompleteRegistration, Schedule): Meta refuses those for Click-to-WhatsApp events, "
           "and so does the demo's stand-in")
     try:
