@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 
 from capi import tenants
 from capi.hooks import Delivered
 from core.jobs import Executor
-from qualification.leads import LeadRef
+from qualification.leads import PHONE_MATCH, LeadRef
 from qualification.prompt import WINDOW_MESSAGES, Role, Transcript, TranscriptMessage
 
 MAX_DETAIL_CHARS = 500
@@ -421,3 +421,69 @@ async def first_sent_flags(db: Executor) -> tuple[bool, ...] | None:
     row = await db.fetchrow(
         f"SELECT {', '.join(c.sent for c in LEVEL_COLUMNS.values())} FROM dialog_analysis ORDER BY id LIMIT 1")
     return tuple(row) if row else None
+
+
+async def person_dialogs(db: Executor, accounts: Sequence[str], phones: Sequence[str],
+                         lead_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The dialogs of (account, phone or LID) pairs, and of the person's leads, oldest first."""
+    rows = await db.fetch(
+        f"""SELECT d.* FROM dialog_analysis d
+            WHERE d.id IN (SELECT d2.id FROM dialog_analysis d2
+                           JOIN unnest($1::text[], $2::text[]) AS t(account_id, phone)
+                             ON d2.account_id = t.account_id AND {PHONE_MATCH.format(col="d2.contact_phone")})
+               OR d.lead_id = ANY($3::bigint[])
+            ORDER BY d.id""",
+        list(accounts), list(phones), list(lead_ids))
+    return [dict(r) for r in rows]
+
+
+# the person's messages: those of their dialogs, and those still waiting for the drain in their chats
+_PERSON_MESSAGES = f"""
+m.dialog_id = ANY($1::bigint[])
+OR (m.dialog_id IS NULL AND EXISTS (
+        SELECT 1 FROM unnest($2::text[], $3::text[]) AS t(instance_name, phone)
+        WHERE t.instance_name = m.instance_name AND (m.lid = t.phone OR {PHONE_MATCH.format(col="m.contact")})))"""
+
+
+async def person_messages(db: Executor, dialog_ids: Sequence[int],
+                          waiting: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        f"""SELECT m.id, m.instance_name, m.dialog_id, m.role, m.text, m.media_type, m.sent_at, m.push_name,
+                   m.referral, m.delivery_status, m.created_at, m.text_removed_at
+            FROM messages m WHERE {_PERSON_MESSAGES} ORDER BY m.id""",
+        list(dialog_ids), [i for i, _ in waiting], [p for _, p in waiting])
+    return [dict(r) for r in rows]
+
+
+async def delete_person_messages(conn: asyncpg.Connection, dialog_ids: Sequence[int],
+                                 waiting: Sequence[tuple[str, str]]) -> int:
+    status = await conn.execute(f"DELETE FROM messages m WHERE {_PERSON_MESSAGES}",
+                                list(dialog_ids), [i for i, _ in waiting], [p for _, p in waiting])
+    return int(status.split()[-1])
+
+
+async def anonymise(conn: asyncpg.Connection, dialog_ids: Sequence[int], prefix: str) -> int:
+    """Erasure: the dialogs stay (counts, levels, the audit's link); the phone becomes `prefix<id>`
+    and the model's reasoning, which may quote the person, goes."""
+    status = await conn.execute(
+        """UPDATE dialog_analysis SET contact_phone = $2 || id, lead_id = NULL, analysis_reasoning = NULL,
+                  burst_started_at = NULL, updated_at = now()
+           WHERE id = ANY($1::bigint[])""",
+        list(dialog_ids), prefix)
+    return int(status.split()[-1])
+
+
+async def remove_old_text(pool: asyncpg.Pool, before: datetime, batch: int) -> int:
+    """Retention: blank the text and push name of up to `batch` linked messages received before
+    `before`; returns how many. The partial index `messages_retention` makes an idle pass one probe."""
+    return int(await pool.fetchval(
+        """WITH old AS (
+               SELECT id FROM messages
+               WHERE text_removed_at IS NULL AND dialog_id IS NOT NULL AND created_at < $1
+               ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+           done AS (
+               UPDATE messages m SET text = '', push_name = NULL, text_removed_at = now()
+               FROM old WHERE m.id = old.id RETURNING 1)
+           SELECT count(*) FROM done""",
+        before, batch,
+    ))

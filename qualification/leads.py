@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
 
 from core.jobs import Executor
 
 # the WhatsApp matching keys of the given phones (`whatsapp_phone_key`, migration 008: Brazil's
 # ninth digit, Mexico's 521/52, Argentina's 549/54), as one array the per-account index is probed with
 KEYS = "ANY (ARRAY(SELECT whatsapp_phone_key(p) FROM unnest($2::text[]) p))"
+# `{col}` is the phone `t.phone` as WhatsApp identifies people, or that LID as stored
+PHONE_MATCH = "({col} = t.phone OR whatsapp_phone_key({col}) = whatsapp_phone_key(t.phone))"
 
 
 @dataclass(frozen=True)
@@ -81,3 +86,18 @@ async def referral_counts(db: Executor, instances: Sequence[str], window: int) -
            ORDER BY i.name""",
         list(instances), window)
     return [(r["instance"], r["chats"], r["with_referral"], r["ever"]) for r in rows]
+
+
+async def person_leads(db: Executor, accounts: Sequence[str], phones: Sequence[str]) -> list[dict[str, Any]]:
+    """The leads of (account, phone or LID) pairs, oldest first (privacy export and erasure)."""
+    rows = await db.fetch(
+        f"""SELECT l.* FROM leads l JOIN unnest($1::text[], $2::text[]) AS t(account_id, phone)
+              ON l.account_id = t.account_id AND {PHONE_MATCH.format(col="l.phone")}
+            ORDER BY l.id""",
+        list(accounts), list(phones))
+    return [dict(r) for r in rows]
+
+
+async def delete_leads(conn: asyncpg.Connection, lead_ids: Sequence[int]) -> int:
+    status = await conn.execute("DELETE FROM leads WHERE id = ANY($1::bigint[])", list(lead_ids))
+    return int(status.split()[-1])
