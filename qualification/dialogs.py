@@ -487,3 +487,80 @@ async def remove_old_text(pool: asyncpg.Pool, before: datetime, batch: int) -> i
            SELECT count(*) FROM done""",
         before, batch,
     ))
+
+
+# --- a chat first seen under its WhatsApp LID, then with its phone (bot.lids, in the drain's transaction)
+
+async def batch_lid_phones(conn: asyncpg.Connection, ids: Sequence[int]) -> list[tuple[str, str, str]]:
+    """(instance, LID, phone) that messages of the batch name together; the first per LID."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (instance_name, lid) instance_name, lid, contact FROM messages
+           WHERE id = ANY ($1::bigint[]) AND lid IS NOT NULL AND NOT is_lid
+           ORDER BY instance_name, lid, id""", list(ids))
+    return [(r["instance_name"], r["lid"], r["contact"]) for r in rows]
+
+
+async def batch_lids(conn: asyncpg.Connection, ids: Sequence[int], *, alone: bool) -> list[tuple[str, str]]:
+    """(instance, LID) of the batch: of LID-only messages (`alone`), else of messages that keep a LID."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT instance_name, CASE WHEN $2 THEN contact ELSE lid END AS lid FROM messages
+           WHERE id = ANY ($1::bigint[]) AND CASE WHEN $2 THEN is_lid ELSE lid IS NOT NULL END
+           ORDER BY 1, 2""", list(ids), alone)
+    return [(r["instance_name"], r["lid"]) for r in rows]
+
+
+async def give_phones(conn: asyncpg.Connection, ids: Sequence[int], mapped: Sequence[tuple[str, str, str]]) -> None:
+    """LID-only messages of the batch whose LID is `mapped` (instance, LID, phone) get the phone; the LID stays
+    in `lid`."""
+    await conn.execute(
+        """UPDATE messages m SET contact = t.phone, is_lid = false, lid = m.contact
+           FROM unnest($2::text[], $3::text[], $4::text[]) AS t(instance_name, lid, phone)
+           WHERE m.id = ANY ($1::bigint[]) AND m.is_lid AND t.instance_name = m.instance_name AND t.lid = m.contact""",
+        list(ids), [m[0] for m in mapped], [m[1] for m in mapped], [m[2] for m in mapped])
+
+
+async def lock_chat_dialogs(
+    conn: asyncpg.Connection, instance: str, lid: str, phone: str,
+) -> tuple[int | None, int | None]:
+    """(the LID's dialog, the phone's dialog), each locked."""
+    row = await conn.fetchrow(
+        """SELECT (SELECT id FROM dialog_analysis
+                   WHERE instance_name = $1 AND contact_phone = $2 FOR UPDATE) AS lid_dialog,
+                  (SELECT id FROM dialog_analysis
+                   WHERE instance_name = $1 AND contact_phone = $3 FOR UPDATE) AS phone_dialog""",
+        instance, lid, phone)
+    assert row is not None
+    return row["lid_dialog"], row["phone_dialog"]
+
+
+async def rename_dialog(conn: asyncpg.Connection, dialog_id: int, phone: str, lead_id: int) -> None:
+    await conn.execute("UPDATE dialog_analysis SET contact_phone = $2, lead_id = $3, updated_at = now() WHERE id = $1",
+                       dialog_id, phone, lead_id)
+
+
+async def merge_dialog(conn: asyncpg.Connection, into_dialog: int, from_dialog: int, lead_id: int,
+                       lead_direction: str | None) -> None:
+    """`into_dialog` takes the counts, times and pause of both (levels: `door.merge_levels`)."""
+    await conn.execute(
+        """UPDATE dialog_analysis i SET
+               lead_id = $3,
+               direction_id = COALESCE($4, i.direction_id, f.direction_id),
+               client_message_count = i.client_message_count + f.client_message_count,
+               last_client_message_at = GREATEST(i.last_client_message_at, f.last_client_message_at),
+               last_message_at = GREATEST(i.last_message_at, f.last_message_at),
+               burst_started_at = LEAST(i.burst_started_at, f.burst_started_at),
+               bot_paused_until = GREATEST(i.bot_paused_until, f.bot_paused_until),
+               created_at = LEAST(i.created_at, f.created_at),
+               updated_at = now()
+           FROM dialog_analysis f WHERE i.id = $1 AND f.id = $2""",
+        into_dialog, from_dialog, lead_id, lead_direction)
+
+
+async def move_messages(conn: asyncpg.Connection, from_dialog: int, into_dialog: int, phone: str, lid: str) -> None:
+    await conn.execute(
+        "UPDATE messages SET dialog_id = $2, contact = $3, is_lid = false, lid = $4 WHERE dialog_id = $1",
+        from_dialog, into_dialog, phone, lid)
+
+
+async def delete_dialog(conn: asyncpg.Connection, dialog_id: int) -> None:
+    await conn.execute("DELETE FROM dialog_analysis WHERE id = $1", dialog_id)

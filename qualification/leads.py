@@ -21,6 +21,32 @@ KEYS = "ANY (ARRAY(SELECT whatsapp_phone_key(p) FROM unnest($2::text[]) p))"
 PHONE_MATCH = "({col} = t.phone OR whatsapp_phone_key({col}) = whatsapp_phone_key(t.phone))"
 
 
+# The lead upsert's rule (the intake drain's insert and the @lid merge): on conflict the newest push
+# name, and the first ad referral wins, one with a click id before one without; "first" by the time
+# it arrived, so a chat first seen under its LID keeps that referral when merged into its phone's
+# lead. The lead's direction is the one whose `ad_ids` hold the referral's ad, else the one it had,
+# else the instance's default.
+_TAKE = ("(EXCLUDED.referral IS NOT NULL AND (l.referral IS NULL"
+         " OR (l.ctwa_clid IS NULL AND EXCLUDED.ctwa_clid IS NOT NULL)"
+         " OR ((l.ctwa_clid IS NULL) = (EXCLUDED.ctwa_clid IS NULL) AND EXCLUDED.referral_at < l.referral_at)))")
+_REFERRAL_COLUMNS = ("ctwa_clid", "ad_source_id", "ad_source_url", "ad_title", "ad_source_type",
+                     "referral", "referral_at")
+_REFERRAL_SET = ",\n        ".join(f"{c} = CASE WHEN {_TAKE} THEN EXCLUDED.{c} ELSE l.{c} END"
+                                   for c in _REFERRAL_COLUMNS)
+AD_DIRECTION = """(SELECT ad.id FROM account_directions ad
+     WHERE ad.account_id = {account} AND {ad_id} = ANY (ad.ad_ids) ORDER BY ad.id LIMIT 1)"""
+
+LEAD_CONFLICT = f"""ON CONFLICT (instance_name, phone) DO UPDATE SET
+    push_name = COALESCE(EXCLUDED.push_name, l.push_name),
+    email = COALESCE(l.email, EXCLUDED.email),
+    {_REFERRAL_SET},
+    direction_id = CASE
+        WHEN {_TAKE} AND EXISTS {AD_DIRECTION.format(account="l.account_id", ad_id="EXCLUDED.ad_source_id")}
+        THEN EXCLUDED.direction_id
+        ELSE COALESCE(l.direction_id, EXCLUDED.direction_id) END,
+    updated_at = now()"""
+
+
 @dataclass(frozen=True)
 class LeadContact:
     ctwa_clid: str | None
@@ -101,3 +127,42 @@ async def person_leads(db: Executor, accounts: Sequence[str], phones: Sequence[s
 async def delete_leads(conn: asyncpg.Connection, lead_ids: Sequence[int]) -> int:
     status = await conn.execute("DELETE FROM leads WHERE id = ANY($1::bigint[])", list(lead_ids))
     return int(status.split()[-1])
+
+
+async def lid_leads(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """(instance, LID) → the lead still recorded under that LID, for those that have one."""
+    rows = await conn.fetch(
+        """SELECT l.instance_name, l.phone, l.id FROM leads l
+           JOIN unnest($1::text[], $2::text[]) AS t(instance_name, lid)
+             ON l.instance_name = t.instance_name AND l.phone = t.lid AND l.is_lid""",
+        [i for i, _ in pairs], [lid for _, lid in pairs])
+    return {(r["instance_name"], r["phone"]): r["id"] for r in rows}
+
+
+async def rename_lead(conn: asyncpg.Connection, instance: str, phone: str, lead_id: int) -> int | None:
+    """The LID's lead becomes the phone's, keeping its id, unless the phone has a lead already."""
+    value = await conn.fetchval(
+        """UPDATE leads SET phone = $2, is_lid = false, updated_at = now()
+           WHERE id = $3 AND NOT EXISTS (SELECT 1 FROM leads WHERE instance_name = $1 AND phone = $2)
+           RETURNING id""",
+        instance, phone, lead_id)
+    return int(value) if value is not None else None
+
+
+async def merge_lead(conn: asyncpg.Connection, phone: str, lead_id: int) -> int:
+    """The LID's lead merges into the phone's by the upsert rule above; returns the phone's lead."""
+    return int(await conn.fetchval(
+        f"""WITH gone AS (DELETE FROM leads WHERE id = $2 RETURNING *)
+            INSERT INTO leads AS l (account_id, instance_name, phone, is_lid, push_name, email, direction_id,
+                                    ctwa_clid, ad_source_id, ad_source_url, ad_title, ad_source_type, referral,
+                                    referral_at)
+            SELECT account_id, instance_name, $1, false, push_name, email, direction_id, ctwa_clid,
+                   ad_source_id, ad_source_url, ad_title, ad_source_type, referral, referral_at
+            FROM gone
+            {LEAD_CONFLICT}
+            RETURNING l.id""",
+        phone, lead_id))
+
+
+async def lead_direction(db: Executor, lead_id: int) -> str | None:
+    return await db.fetchval("SELECT direction_id FROM leads WHERE id = $1", lead_id)  # type: ignore[no-any-return]
