@@ -1,7 +1,9 @@
-"""The dialog store: the one module that holds `dialog_analysis`'s SQL.
+"""The dialog store: the one module that holds the SQL of `dialog_analysis` and `messages`.
 
-Its level flags and CAPI sent flags are written only on the door's (`qualification.door`) behalf;
-the analysis columns by the qualification job.
+The level flags are raised only on the door's behalf (`qualification.door`), the CAPI sent flags
+only through capi's delivery hook (`mark_sent`, plugged in by `qualibot/wiring.py`). Messages are
+stored by bot's intake and drain; what the bot, the qualification job, privacy and `qualibot
+doctor` read or change of a dialog and its messages is a function here.
 """
 
 from __future__ import annotations
