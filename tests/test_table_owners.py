@@ -57,6 +57,12 @@ def tables_named(path: Path, tables: set[str]) -> set[str]:
     return named
 
 
+def names_as_literal(path: Path, table: str) -> bool:
+    """A string literal that is the table's name (a module that builds its SQL around it)."""
+    tree = ast.parse(path.read_text())
+    return any(isinstance(n, ast.Constant) and n.value == table for n in ast.walk(tree))
+
+
 def sql_users() -> dict[str, set[str]]:
     tables = relations()
     users: dict[str, set[str]] = {t: set() for t in tables}
@@ -82,6 +88,7 @@ def test_every_table_has_exactly_one_owner() -> None:
     assert sorted(set(owners) - set(users)) == [], "owners listed for tables that do not exist"
     for table, module in owners.items():
         assert (ROOT / module).is_file(), f"{table}'s owner {module} does not exist"
+        assert module in users[table] or names_as_literal(ROOT / module, table), f"{module} holds no SQL of {table}"
     strays = sorted((t, m) for t, ms in users.items() for m in ms if m != owners[t] and (t, m) not in exceptions)
     assert strays == [], "SQL outside the table's owner: call the owner's functions instead"
     stale = sorted((t, m) for t, m in exceptions if m not in users.get(t, set()))
