@@ -49,6 +49,7 @@ from core.jobs import JobRegistry, Worker  # noqa: E402
 from core.logging import configure_logging  # noqa: E402
 from core.migrate import installation_id, migrate  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from qualification.dialogs import mark_sent  # noqa: E402
 from tests.dbsetup import fresh_database  # noqa: E402
 from tests.seed import META_TOKEN, PIXEL_ID, WABA_ID, seed  # noqa: E402
 
@@ -116,7 +117,7 @@ async def prepare_rows(pool: asyncpg.Pool, n: int) -> None:
 async def run_outbox(pool: asyncpg.Pool, settings: Settings, n: int) -> float:
     """Seconds from the sender's enqueue until no row is pending, with a real job worker."""
     registry: JobRegistry[AppContext] = JobRegistry()
-    register_jobs(registry)
+    register_jobs(registry, delivered=mark_sent)
     async with aiohttp.ClientSession() as http:
         ctx = AppContext(settings=settings, pool=pool, http=http, llm=None)
         worker = Worker(pool, registry, ctx, concurrency=2, poll_seconds=0.01, lease_seconds=60)

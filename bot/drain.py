@@ -30,12 +30,12 @@ import asyncpg
 
 from bot import lids
 from bot.intake import DIALOG_JOB
-from bot.leads import AD_DIRECTION, LEAD_CONFLICT
 from core.context import AppContext
 from core.jobs import keyed_conflict
 from core.logging import get_logger
 from core.metrics import INTAKE_DRAINED, INTAKE_LAG
 from core.settings import Settings
+from qualification.leads import AD_DIRECTION, LEAD_CONFLICT
 
 log = get_logger("bot.drain")
 

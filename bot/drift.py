@@ -14,16 +14,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-SHARES_SQL = """
-SELECT i.name AS instance, r.chats, r.with_referral,
-       EXISTS (SELECT 1 FROM leads l WHERE l.instance_name = i.name AND l.referral IS NOT NULL) AS ever
-FROM whatsapp_instances i
-CROSS JOIN LATERAL (
-    SELECT count(*)::int AS chats, (count(*) FILTER (WHERE recent.referral IS NOT NULL))::int AS with_referral
-    FROM (SELECT l.referral FROM leads l WHERE l.instance_name = i.name ORDER BY l.id DESC LIMIT $1) recent
-) r
-ORDER BY i.name
-"""
+from bot.instances import instance_names
+from qualification import leads
 
 
 @dataclass(frozen=True)
@@ -43,5 +35,4 @@ class ReferralShare:
 
 
 async def referral_shares(db: asyncpg.Pool, window: int) -> list[ReferralShare]:
-    return [ReferralShare(r["instance"], r["chats"], r["with_referral"], r["ever"])
-            for r in await db.fetch(SHARES_SQL, window)]
+    return [ReferralShare(*counts) for counts in await leads.referral_counts(db, await instance_names(db), window)]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from core.jobs import Executor
+
 TTL = 5.0
 
 
@@ -26,6 +28,37 @@ class Instance:
     default_direction_id: str | None
 
 
+async def load_instance(db: Executor, name: str) -> Instance | None:
+    row = await db.fetchrow(
+        """SELECT name, account_id, webhook_secret, api_key, default_direction_id
+           FROM whatsapp_instances WHERE name = $1""",
+        name,
+    )
+    return Instance(**dict(row)) if row else None
+
+
+async def evolution_endpoint(db: Executor, name: str) -> tuple[str, str] | None:
+    """(api_url, api_key) of the instance: where and how its replies are sent."""
+    row = await db.fetchrow("SELECT api_url, api_key FROM whatsapp_instances WHERE name = $1", name)
+    return (row["api_url"], row["api_key"]) if row else None
+
+
+async def evolution_endpoints(db: Executor) -> list[tuple[str, str, str]]:
+    """(name, api_url, api_key) of every instance, by name."""
+    rows = await db.fetch("SELECT name, api_url, api_key FROM whatsapp_instances ORDER BY name")
+    return [(r["name"], r["api_url"], r["api_key"]) for r in rows]
+
+
+async def instance_names(db: Executor) -> list[str]:
+    return [r["name"] for r in await db.fetch("SELECT name FROM whatsapp_instances ORDER BY name")]
+
+
+async def instance_directions(db: Executor) -> list[tuple[str, str, str | None]]:
+    """(name, account, default direction) of every instance."""
+    rows = await db.fetch("SELECT name, account_id, default_direction_id FROM whatsapp_instances ORDER BY name")
+    return [(r["name"], r["account_id"], r["default_direction_id"]) for r in rows]
+
+
 class InstanceCache:
     def __init__(self, ttl: float = TTL) -> None:
         self.ttl = ttl
@@ -36,15 +69,10 @@ class InstanceCache:
         hit = self._entries.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
-        row = await pool.fetchrow(
-            """SELECT name, account_id, webhook_secret, api_key, default_direction_id
-               FROM whatsapp_instances WHERE name = $1""",
-            name,
-        )
-        if row is None:
+        instance = await load_instance(pool, name)
+        if instance is None:
             self._entries.pop(name, None)
             return None
-        instance = Instance(**dict(row))
         if len(self._entries) > 10_000:  # bound memory against a flood of names
             self._entries.clear()
         self._entries[name] = (now + self.ttl, instance)

@@ -18,7 +18,6 @@ from bot.drain import DrainLoop
 from bot.evolution import EvolutionClient
 from bot.intake import DIALOG_JOB
 from bot.operator import reply_withheld
-from bot.privacy import remove_old_text
 from bot.reply import HISTORY_LIMIT, compose_reply
 from core.context import AppContext
 from core.jobs import Job, JobRegistry, Retry
@@ -26,6 +25,7 @@ from core.logging import get_logger
 from core.metrics import REPLIES
 from core.retention import RetentionLoop
 from core.secrets import redact
+from qualification.dialogs import remove_old_text
 
 log = get_logger("bot.jobs")
 
@@ -33,7 +33,7 @@ LLM_ATTEMPTS = 3
 LLM_RETRY_SECONDS = 5.0  # times the attempt number
 
 
-async def answer_burst(ctx: AppContext, state: dialogs.DialogState, job: Job) -> str:
+async def answer_burst(ctx: AppContext, state: dialogs.ReplyState, job: Job) -> str:
     """Reply to the dialog's latest burst if it should be; returns the outcome for metrics."""
     if state.last_client_id is None or state.replied:
         return "nothing_to_answer"

@@ -9,7 +9,7 @@ calls `link` for a batch that names a LID, in its transaction, before it upserts
    `messages.lid`), so they join the phone's lead and dialog;
 3. merges a lead and dialog recorded under a mapped LID into the phone's. With no phone lead yet
    the LID's are renamed, keeping their ids, events and event ids. With both, the phone's lead
-   takes the first referral (`bot.leads`), the dialog the counts, times and pause of both, the
+   takes the first referral (`qualification.leads`), the dialog the counts, times and pause of both, the
    messages move, `qualification.door.merge_levels` merges levels and CAPI events (each level
    once, none sent twice), and the LID's lead and dialog are deleted.
 """
@@ -20,116 +20,82 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from bot.leads import LEAD_CONFLICT
+from bot.instances import instance_directions
 from core.jobs import Executor
 from core.logging import get_logger, mask_phone
+from qualification import dialogs, leads
 from qualification.door import merge_levels
 
 log = get_logger("bot.lids")
 
-LEARN_SQL = """
+_LEARN_SQL = """
 INSERT INTO whatsapp_lids (instance_name, lid, phone)
-SELECT DISTINCT ON (instance_name, lid) instance_name, lid, contact FROM messages
-WHERE id = ANY ($1::bigint[]) AND lid IS NOT NULL AND NOT is_lid
-ORDER BY instance_name, lid, id
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
 ON CONFLICT (instance_name, lid) DO NOTHING
 """
-REWRITE_SQL = """
-UPDATE messages m SET contact = w.phone, is_lid = false, lid = m.contact
-FROM whatsapp_lids w
-WHERE m.id = ANY ($1::bigint[]) AND m.is_lid AND w.instance_name = m.instance_name AND w.lid = m.contact
-"""
-# mapped LIDs of the batch that still have a lead of their own
-PAIRS_SQL = """
-SELECT DISTINCT w.instance_name, w.lid, w.phone, l.id AS lid_lead
-FROM messages m
-JOIN whatsapp_lids w ON w.instance_name = m.instance_name AND w.lid = m.lid
-JOIN leads l ON l.instance_name = w.instance_name AND l.phone = w.lid AND l.is_lid
-WHERE m.id = ANY ($1::bigint[]) AND m.lid IS NOT NULL
+_MAPPED_SQL = """
+SELECT w.instance_name, w.lid, w.phone FROM whatsapp_lids w
+JOIN unnest($1::text[], $2::text[]) AS t(instance_name, lid) ON w.instance_name = t.instance_name AND w.lid = t.lid
 ORDER BY w.instance_name, w.lid
 """
-RENAME_LEAD_SQL = """
-UPDATE leads SET phone = $2, is_lid = false, updated_at = now()
-WHERE id = $3 AND NOT EXISTS (SELECT 1 FROM leads WHERE instance_name = $1 AND phone = $2)
-RETURNING id
-"""
-MERGE_LEAD_SQL = f"""
-WITH gone AS (DELETE FROM leads WHERE id = $2 RETURNING *)
-INSERT INTO leads AS l (account_id, instance_name, phone, is_lid, push_name, email, direction_id, ctwa_clid,
-                        ad_source_id, ad_source_url, ad_title, ad_source_type, referral, referral_at)
-SELECT account_id, instance_name, $1, false, push_name, email, direction_id, ctwa_clid,
-       ad_source_id, ad_source_url, ad_title, ad_source_type, referral, referral_at
-FROM gone
-{LEAD_CONFLICT}
-RETURNING l.id
-"""
-FIND_DIALOGS_SQL = """
-SELECT (SELECT id FROM dialog_analysis WHERE instance_name = $1 AND contact_phone = $2 FOR UPDATE) AS lid_dialog,
-       (SELECT id FROM dialog_analysis WHERE instance_name = $1 AND contact_phone = $3 FOR UPDATE) AS phone_dialog
-"""
-RENAME_DIALOG_SQL = """
-UPDATE dialog_analysis SET contact_phone = $2, lead_id = $3, updated_at = now() WHERE id = $1
-"""
-MERGE_DIALOG_SQL = """
-UPDATE dialog_analysis i SET
-    lead_id = $3,
-    direction_id = COALESCE((SELECT direction_id FROM leads WHERE id = $3), i.direction_id, f.direction_id),
-    client_message_count = i.client_message_count + f.client_message_count,
-    last_client_message_at = GREATEST(i.last_client_message_at, f.last_client_message_at),
-    last_message_at = GREATEST(i.last_message_at, f.last_message_at),
-    burst_started_at = LEAST(i.burst_started_at, f.burst_started_at),
-    bot_paused_until = GREATEST(i.bot_paused_until, f.bot_paused_until),
-    created_at = LEAST(i.created_at, f.created_at),
-    updated_at = now()
-FROM dialog_analysis f WHERE i.id = $1 AND f.id = $2
-"""
-MOVE_MESSAGES_SQL = """
-UPDATE messages SET dialog_id = $2, contact = $3, is_lid = false, lid = $4 WHERE dialog_id = $1
-"""
+
+
+async def _mapped(conn: asyncpg.Connection, pairs: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    rows = await conn.fetch(_MAPPED_SQL, [i for i, _ in pairs], [lid for _, lid in pairs])
+    return [(r["instance_name"], r["lid"], r["phone"]) for r in rows]
 
 
 async def link(conn: asyncpg.Connection, ids: list[int]) -> None:
     """Steps 1-3 above for the batch `ids`, inside the drain's transaction."""
-    await conn.execute(LEARN_SQL, ids)
-    await conn.execute(REWRITE_SQL, ids)
-    for pair in await conn.fetch(PAIRS_SQL, ids):
-        await merge(conn, pair["instance_name"], pair["lid"], pair["phone"], pair["lid_lead"])
+    learnt = await dialogs.batch_lid_phones(conn, ids)
+    await conn.execute(_LEARN_SQL, [x[0] for x in learnt], [x[1] for x in learnt], [x[2] for x in learnt])
+    await dialogs.give_phones(conn, ids, await _mapped(conn, await dialogs.batch_lids(conn, ids, alone=True)))
+    # mapped LIDs of the batch that still have a lead of their own
+    mapped = await _mapped(conn, await dialogs.batch_lids(conn, ids, alone=False))
+    lid_leads = await leads.lid_leads(conn, [(instance, lid) for instance, lid, _ in mapped])
+    for instance, lid, phone in mapped:
+        if (instance, lid) in lid_leads:
+            await merge(conn, instance, lid, phone, lid_leads[(instance, lid)])
 
 
 async def merge(conn: asyncpg.Connection, instance: str, lid: str, phone: str, lid_lead: int) -> None:
     """Make the chat recorded under `lid` the chat of `phone` (step 3)."""
-    lead = await conn.fetchval(RENAME_LEAD_SQL, instance, phone, lid_lead)
+    lead = await leads.rename_lead(conn, instance, phone, lid_lead)
     renamed = lead is not None
-    if not renamed:
-        lead = await conn.fetchval(MERGE_LEAD_SQL, phone, lid_lead)
-    dialogs = await conn.fetchrow(FIND_DIALOGS_SQL, instance, lid, phone)
-    assert dialogs is not None
-    lid_dialog, phone_dialog = dialogs["lid_dialog"], dialogs["phone_dialog"]
+    if lead is None:
+        lead = await leads.merge_lead(conn, phone, lid_lead)
+    lid_dialog, phone_dialog = await dialogs.lock_chat_dialogs(conn, instance, lid, phone)
     if lid_dialog is not None and phone_dialog is None:
-        await conn.execute(RENAME_DIALOG_SQL, lid_dialog, phone, lead)
-        await conn.execute(MOVE_MESSAGES_SQL, lid_dialog, lid_dialog, phone, lid)
-    elif lid_dialog is not None:
-        await conn.execute(MERGE_DIALOG_SQL, phone_dialog, lid_dialog, lead)
-        await conn.execute(MOVE_MESSAGES_SQL, lid_dialog, phone_dialog, phone, lid)
+        await dialogs.rename_dialog(conn, lid_dialog, phone, lead)
+        await dialogs.move_messages(conn, lid_dialog, lid_dialog, phone, lid)
+    elif lid_dialog is not None and phone_dialog is not None:
+        await dialogs.merge_dialog(conn, phone_dialog, lid_dialog, lead, await leads.lead_direction(conn, lead))
+        await dialogs.move_messages(conn, lid_dialog, phone_dialog, phone, lid)
         await merge_levels(conn, lid_dialog, phone_dialog, phone)
-        await conn.execute("DELETE FROM dialog_analysis WHERE id = $1", lid_dialog)
+        await dialogs.delete_dialog(conn, lid_dialog)
     log.info("bot.lid_merged", instance=instance, phone=mask_phone(phone), lead_id=lead,
              dialog_id=phone_dialog or lid_dialog, how="renamed" if renamed and phone_dialog is None else "merged")
 
 
-# a person's LID mappings, by (account id, phone) targets, phones compared as WhatsApp does (privacy)
+# a person's LID mappings, by (instance, phone) pairs, phones compared as WhatsApp does (privacy)
 _PERSON_LIDS = """
-FROM whatsapp_lids w JOIN whatsapp_instances i ON i.name = w.instance_name
-JOIN unnest($1::text[], $2::text[]) AS t(account_id, phone)
-  ON i.account_id = t.account_id AND whatsapp_phone_key(w.phone) = whatsapp_phone_key(t.phone)
+FROM whatsapp_lids w JOIN unnest($1::text[], $2::text[]) AS t(instance_name, phone)
+  ON w.instance_name = t.instance_name AND whatsapp_phone_key(w.phone) = whatsapp_phone_key(t.phone)
 """
+
+
+async def _chats(db: Executor, targets: Sequence[tuple[str, str]]) -> tuple[list[str], list[str], dict[str, str]]:
+    """(instances, phones) of each target's account's instances, and each instance's account."""
+    account_of = {name: account_id for name, account_id, _ in await instance_directions(db)}
+    pairs = [(name, phone) for account_id, phone in targets for name, acc in account_of.items() if acc == account_id]
+    return [n for n, _ in pairs], [p for _, p in pairs], account_of
 
 
 async def lids_of(db: Executor, targets: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """(account id, LID) pairs the person with these phones was seen under."""
-    rows = await db.fetch(f"SELECT DISTINCT i.account_id, w.lid {_PERSON_LIDS} ORDER BY 1, 2",
-                          [a for a, _ in targets], [p for _, p in targets])
-    return [(r["account_id"], r["lid"]) for r in rows]
+    instances, phones, account_of = await _chats(db, targets)
+    rows = await db.fetch(f"SELECT DISTINCT w.instance_name, w.lid {_PERSON_LIDS}", instances, phones)
+    return sorted({(account_of[r["instance_name"]], r["lid"]) for r in rows})
 
 
 async def forget_lids(conn: asyncpg.Connection, targets: Sequence[tuple[str, str]]) -> int:
@@ -138,5 +104,5 @@ async def forget_lids(conn: asyncpg.Connection, targets: Sequence[tuple[str, str
         f"""WITH gone AS (DELETE FROM whatsapp_lids x USING (SELECT w.instance_name, w.lid {_PERSON_LIDS}) p
                           WHERE x.instance_name = p.instance_name AND x.lid = p.lid RETURNING 1)
             SELECT count(*) FROM gone""",
-        [a for a, _ in targets], [p for _, p in targets],
+        *(await _chats(conn, targets))[:2],
     ))

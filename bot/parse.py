@@ -28,7 +28,7 @@ from bot.referral import Referral, find_referral, has_opaque_ad
 from bot.values import as_bool, as_text, timestamp
 from core.errors import BadInput
 from core.phones import normalize_phone
-from core.web import clean_text, is_digits
+from core.web import is_digits, storable_text
 
 UPSERT = "messages.upsert"
 SEND = "send.message"
@@ -117,7 +117,7 @@ def parse_envelope(body: Any, slug: str | None = None, header_instance: str | No
     if isinstance(instance, dict):  # some versions send {"instanceName": ...}
         instance = instance.get("instanceName") or instance.get("name")
     # the header is not cleaned as JSON bodies are: a name PostgreSQL cannot hold names no instance
-    instance = as_text(instance) or (as_text(clean_text(header_instance)) if header_instance else None)
+    instance = as_text(instance) or (as_text(storable_text(header_instance)) if header_instance else None)
     if not instance:
         raise BadEvent("`instance` is missing: the instance name tells whose webhook this is")
     return Envelope(event_name(raw_event), instance, body.get("data"))

@@ -8,6 +8,9 @@ outbox's SKIP LOCKED claims make safe.
 
 from __future__ import annotations
 
+from functools import partial
+
+from capi.hooks import DeliveryHook
 from capi.ledger import next_due_in
 from capi.outbox import Outbox
 from core.context import AppContext
@@ -40,8 +43,8 @@ async def schedule_send(db: Executor, delay: float = 0.0) -> None:
         await enqueue(db, SEND_JOB, {}, key=SEND_KEY, delay=delay, mode="coalesce", max_attempts=1000)
 
 
-async def send_job(ctx: AppContext, job: Job) -> None:
-    stats = await Outbox(ctx.pool, ctx.http, ctx.settings).run()
+async def send_job(ctx: AppContext, job: Job, *, delivered: DeliveryHook) -> None:
+    stats = await Outbox(ctx.pool, ctx.http, ctx.settings, delivered).run()
     if stats.requests or stats.failed:
         log.info("capi.sender_run", sent=stats.sent, failed=stats.failed, retried=stats.retried,
                  requests=stats.requests)
@@ -50,6 +53,6 @@ async def send_job(ctx: AppContext, job: Job) -> None:
         await schedule_send(ctx.pool, max(delay, _MIN_RESCHEDULE))
 
 
-def register_jobs(registry: JobRegistry[AppContext]) -> None:
-    """Register this package's job handlers by name."""
-    registry.register(SEND_JOB, send_job, backoff_base=1.0, backoff_max=60.0)
+def register_jobs(registry: JobRegistry[AppContext], *, delivered: DeliveryHook) -> None:
+    """Register this package's job handlers by name; `delivered` records a delivery on the dialog."""
+    registry.register(SEND_JOB, partial(send_job, delivered=delivered), backoff_base=1.0, backoff_max=60.0)

@@ -8,13 +8,14 @@ All statements are set-based (one per batch, `unnest` of arrays), whatever the b
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
 
+from capi.hooks import Delivered, DeliveryHook
 from core.retries import retrying
 
 _CLAIM_SQL = """
@@ -38,40 +39,19 @@ SELECT cl.id, cl.attempts, cl.event_id, cl.event_level, cl.event_name, cl.pixel_
        cl.request #>> '{data,0,action_source}' AS action_source,
        (cl.request #> '{data,0,custom_data,value}') IS NOT NULL
            AND (cl.request #> '{data,0,custom_data,currency}') IS NOT NULL AS has_value,
-       COALESCE(NULLIF(a.access_token, ''), NULLIF(u.access_token, '')) AS token
+       capi_meta_token(a.access_token, u.access_token) AS token
 FROM claimed cl
 LEFT JOIN account_directions d ON d.id = cl.direction_id
 LEFT JOIN user_accounts u ON u.id = d.account_id
 LEFT JOIN ad_accounts a ON a.id = d.ad_account_id"""
 
-_LEVEL_FLAGS = {1: "interest", 2: "qualified", 3: "scheduled"}
-_PER_DIALOG = ", ".join(
-    f"max(event_id) FILTER (WHERE event_level = {n}) AS e{n}, max(sent_at) FILTER (WHERE event_level = {n}) AS s{n}"
-    for n in _LEVEL_FLAGS
-)
-_SET_FLAGS = ", ".join(
-    f"capi_{name}_sent = da.capi_{name}_sent OR p.e{n} IS NOT NULL, "
-    f"capi_{name}_sent_at = COALESCE(p.s{n}, da.capi_{name}_sent_at), "
-    f"capi_{name}_event_id = COALESCE(p.e{n}, da.capi_{name}_event_id)"
-    for n, name in _LEVEL_FLAGS.items()
-)
-_SUCCESS_SQL = f"""
-WITH done AS (
-    UPDATE capi_events_log c
-    SET status = 'success', sent_at = now(), response = $3::jsonb, error = NULL, hint = NULL,
-        request = c.request || $4::jsonb, updated_at = now()
-    FROM unnest($1::bigint[], $2::int[]) AS t(id, attempts)
-    WHERE c.id = t.id AND c.attempts = t.attempts AND c.status = 'pending'
-    RETURNING c.id, c.dialog_analysis_id, c.event_level, c.event_id, c.sent_at
-), per_dialog AS (
-    SELECT dialog_analysis_id AS id, {_PER_DIALOG}
-    FROM done WHERE dialog_analysis_id IS NOT NULL GROUP BY dialog_analysis_id
-), flags AS (
-    UPDATE dialog_analysis da SET {_SET_FLAGS}, updated_at = now()
-    FROM per_dialog p WHERE da.id = p.id
-    RETURNING da.id
-)
-SELECT id FROM done"""
+_SUCCESS_SQL = """
+UPDATE capi_events_log c
+SET status = 'success', sent_at = now(), response = $3::jsonb, error = NULL, hint = NULL,
+    request = c.request || $4::jsonb, updated_at = now()
+FROM unnest($1::bigint[], $2::int[]) AS t(id, attempts)
+WHERE c.id = t.id AND c.attempts = t.attempts AND c.status = 'pending'
+RETURNING c.id, c.dialog_analysis_id, c.event_level, c.event_id, c.sent_at"""
 
 _OUTCOME_SQL = """
 UPDATE capi_events_log c
@@ -110,24 +90,27 @@ FROM rows r WHERE c.id = r.id AND r.rank > 1"""
 _MOVE_SQL = """
 UPDATE capi_events_log SET dialog_analysis_id = $2, contact_phone = COALESCE(contact_phone, $3), updated_at = now()
 WHERE dialog_analysis_id = $1"""
-_MERGED_FLAGS_SQL = f"""
-WITH p AS (
-    SELECT {_PER_DIALOG} FROM capi_events_log WHERE dialog_analysis_id = $1 AND status = 'success'
-)
-UPDATE dialog_analysis da SET {_SET_FLAGS}, updated_at = now() FROM p WHERE da.id = $1"""
+_DELIVERED_SQL = """
+SELECT dialog_analysis_id, event_level, event_id, sent_at FROM capi_events_log
+WHERE dialog_analysis_id = $1 AND status = 'success'"""
+
+
+def _delivered(rows: Iterable[asyncpg.Record]) -> list[Delivered]:
+    return [Delivered(r["dialog_analysis_id"], r["event_level"], r["event_id"], r["sent_at"])
+            for r in rows if r["dialog_analysis_id"] is not None]
 
 
 async def merge_dialog_events(conn: asyncpg.Connection, from_dialog: int, into_dialog: int,
-                              contact_phone: str | None) -> tuple[int, int]:
+                              contact_phone: str | None, delivered: DeliveryHook) -> tuple[int, int]:
     """Two dialogs turned out to be one person (a WhatsApp LID and its phone): move `from_dialog`'s
     events to `into_dialog`, keeping one row per level — success, else pending, else error, else
     skipped — and taking the others out of the dialog (a pending one becomes `skipped`, so it is
     not sent; a claimed one is kept before an unclaimed one, as it may be in flight). The kept
-    successes set `into_dialog`'s sent flags. Inside the caller's transaction; returns
-    (dropped, moved)."""
+    successes go to `delivered` (the dialog's sent flags). Inside the caller's transaction;
+    returns (dropped, moved)."""
     dropped = await conn.execute(_DROP_SQL, from_dialog, into_dialog)
     moved = await conn.execute(_MOVE_SQL, from_dialog, into_dialog, contact_phone)
-    await conn.execute(_MERGED_FLAGS_SQL, into_dialog)
+    await delivered(conn, _delivered(await conn.fetch(_DELIVERED_SQL, into_dialog)))
     return int(dropped.split()[-1]), int(moved.split()[-1])
 
 
@@ -167,13 +150,21 @@ async def claim(pool: asyncpg.Pool, limit: int, lease: float) -> list[Claimed]:
     return [Claimed(*r) for r in records]  # the SELECT lists the columns in the dataclass's order
 
 
-async def commit_success(pool: asyncpg.Pool, outcomes: list[Outcome], extras: dict[str, Any]) -> set[int]:
-    """Rows of one answer → `success`, and their dialogs' flags, in one statement (one transaction).
-    Returns the ids actually written (a row whose claim was lost is left alone)."""
+async def commit_success(
+    pool: asyncpg.Pool, outcomes: list[Outcome], extras: dict[str, Any], delivered: DeliveryHook,
+) -> set[int]:
+    """Rows of one answer → `success`, and `delivered` told in the same transaction (the dialogs'
+    sent flags). Returns the ids actually written (a row whose claim was lost is left alone)."""
     rows = [o.row for o in outcomes]
-    done = await _with_retry(lambda: pool.fetch(
-        _SUCCESS_SQL, [r.id for r in rows], [r.attempts for r in rows], outcomes[0].response, extras,
-    ))
+
+    async def statement() -> list[asyncpg.Record]:
+        async with pool.acquire() as conn, conn.transaction():
+            done: list[asyncpg.Record] = await conn.fetch(
+                _SUCCESS_SQL, [r.id for r in rows], [r.attempts for r in rows], outcomes[0].response, extras)
+            await delivered(conn, _delivered(done))
+            return done
+
+    done = await _with_retry(statement)
     return {d["id"] for d in done}
 
 
@@ -207,3 +198,113 @@ async def next_due_in(pool: asyncpg.Pool | asyncpg.Connection) -> float | None:
         "SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - now())) FROM capi_events_log WHERE status = 'pending'"
     )
     return float(value) if value is not None else None
+
+
+_INSERT_SQL = """
+INSERT INTO capi_events_log (direction_id, dialog_analysis_id, contact_phone, pixel_id, event_name,
+    event_level, event_id, event_time, source, status, error, hint, crm_entity, request)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT DO NOTHING
+RETURNING status"""
+
+
+async def insert_decision(conn: asyncpg.Connection, *values: Any) -> str | None:
+    """One (dialog, level) decision, in `_INSERT_SQL`'s column order; None when it already existed."""
+    status = await conn.fetchval(_INSERT_SQL, *values)
+    return str(status) if status is not None else None
+
+
+_RETRY_CANDIDATES_SQL = """
+SELECT id FROM capi_events_log
+WHERE status = ANY($1::text[])
+  AND ($2::text IS NULL OR direction_id = $2)
+  AND ($3::timestamptz IS NULL OR created_at >= $3)
+ORDER BY id"""
+
+_RETRY_ROW_SQL = """
+SELECT id, status, direction_id, dialog_analysis_id, event_level, event_id, event_time, crm_entity,
+       contact_phone, response
+FROM capi_events_log WHERE id = $1 AND status IN ('error', 'skipped') FOR UPDATE SKIP LOCKED"""
+
+
+async def retry_candidates(
+    db: asyncpg.Pool, statuses: Sequence[str], direction_id: str | None, since: datetime | None,
+) -> list[int]:
+    return [r["id"] for r in await db.fetch(_RETRY_CANDIDATES_SQL, list(statuses), direction_id, since)]
+
+
+async def lock_for_retry(conn: asyncpg.Connection, row_id: int) -> asyncpg.Record | None:
+    """The `error` or `skipped` row, locked; None when it is not (or another retry holds it)."""
+    return await conn.fetchrow(_RETRY_ROW_SQL, row_id)
+
+
+async def mark_skipped(conn: asyncpg.Connection, row_id: int, reason: str, hint: str | None) -> None:
+    await conn.execute(
+        "UPDATE capi_events_log SET status = 'skipped', error = $2, hint = $3, updated_at = now() WHERE id = $1",
+        row_id, reason, hint)
+
+
+async def requeue(conn: asyncpg.Connection, row_id: int, request: dict[str, Any], event_name: str,
+                  dataset: str | None) -> None:
+    """Pending again, due now, with the request and name decided anew."""
+    await conn.execute(
+        """UPDATE capi_events_log
+           SET status = 'pending', error = NULL, hint = NULL, response = NULL, request = $2,
+               event_name = $3, pixel_id = $4, next_attempt_at = now(), updated_at = now()
+           WHERE id = $1""",
+        row_id, request, event_name, dataset)
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    dataset: str | None
+    event_name: str
+    direction_id: str | None
+
+
+async def event_of(db: asyncpg.Pool | asyncpg.Connection, row_id: int) -> LoggedEvent | None:
+    row = await db.fetchrow("SELECT pixel_id, event_name, direction_id FROM capi_events_log WHERE id = $1", row_id)
+    return LoggedEvent(row["pixel_id"], row["event_name"], row["direction_id"]) if row else None
+
+
+# a person's rows: of their dialogs, or of their accounts' directions with their phone or hashes
+_PERSON_ROWS_SQL = """
+SELECT c.* FROM capi_events_log c
+WHERE c.dialog_analysis_id = ANY($1::bigint[])
+   OR (c.direction_id = ANY($2::text[])
+       AND (c.contact_phone = ANY($3::text[])
+            OR c.request #> '{data,0,user_data,ph}' ?| $4::text[]
+            OR c.request #> '{data,0,user_data,em}' ?| $5::text[]))
+ORDER BY c.id"""
+
+
+async def person_rows(db: asyncpg.Pool | asyncpg.Connection, dialog_ids: list[int], direction_ids: list[str],
+                      phones: list[str], phone_hashes: list[str], email_hashes: list[str]) -> list[dict[str, Any]]:
+    rows = await db.fetch(_PERSON_ROWS_SQL, dialog_ids, direction_ids, phones, phone_hashes, email_hashes)
+    return [dict(r) for r in rows]
+
+
+async def erase_row(conn: asyncpg.Connection, row_id: int, scrubbed_request: Any, reason: str) -> None:
+    """The row keeps its audit, not the person: no phone, the scrubbed request; unsent becomes skipped."""
+    await conn.execute(
+        """UPDATE capi_events_log
+           SET contact_phone = NULL, request = $2,
+               status = CASE WHEN status IN ('pending', 'error') THEN 'skipped' ELSE status END,
+               error = CASE WHEN status IN ('pending', 'error') THEN $3 ELSE error END,
+               hint = CASE WHEN status IN ('pending', 'error') THEN NULL ELSE hint END,
+               updated_at = now()
+           WHERE id = $1""",
+        row_id, scrubbed_request, reason,
+    )
+
+
+async def count_status(db: asyncpg.Pool, status: str) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM capi_events_log WHERE status = $1", status))
+
+
+async def outcomes_by_level(db: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Every row's level, name, status, attempts, event id and Meta's trace id (`qualibot demo`)."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        """SELECT event_level, event_name, status, attempts, event_id, response->>'fbtrace_id' AS trace
+           FROM capi_events_log ORDER BY event_level""")
+    return rows

@@ -51,6 +51,7 @@ import asyncpg
 from capi import refusals
 from capi.errors import HINTS, INVALID_EVENT_TYPE
 from capi.graph import GraphAnswer, GraphClient
+from capi.hooks import DeliveryHook
 from capi.ledger import Claimed, Outcome, claim, commit_outcomes, commit_success
 from capi.payload import ACTION_SOURCE
 from core.jobs import backoff_delay
@@ -87,10 +88,11 @@ class Outbox:
     """One sender run over the shared outbox; any number may run at once, in any processes."""
 
     def __init__(
-        self, pool: asyncpg.Pool, http: aiohttp.ClientSession, settings: Settings,
+        self, pool: asyncpg.Pool, http: aiohttp.ClientSession, settings: Settings, delivered: DeliveryHook,
         graph: GraphClient | None = None,
     ) -> None:
         self.pool = pool
+        self.delivered = delivered
         self.settings = settings
         self.graph = graph or GraphClient(http, settings)
         self.extras: dict[str, Any] = {"partner_agent": settings.partner_agent} if settings.partner_agent else {}
@@ -221,9 +223,9 @@ class Outbox:
         self.stats.add(outcomes)
 
     async def _commit_success(self, outcomes: list[Outcome]) -> None:
-        """Row and dialog flags in one statement (one transaction)."""
+        """Rows and the dialogs' sent flags in one transaction."""
         rows = [o.row for o in outcomes]
-        ids = await commit_success(self.pool, outcomes, self.extras)
+        ids = await commit_success(self.pool, outcomes, self.extras, self.delivered)
         trace = (outcomes[0].response or {}).get("fbtrace_id")
         for (level, name, dataset), group in _by_level([r for r in rows if r.id in ids]).items():
             CAPI_EVENTS.labels("success", name).inc(len(group))

@@ -25,7 +25,6 @@ from capi.normalize import hash_email, hash_phone
 
 ACTION_SOURCE = "business_messaging"
 MESSAGING_CHANNEL = "whatsapp"
-DEFAULT_EVENT_NAMES: dict[int, str] = {1: "Lead", 2: "CompleteRegistration", 3: "Schedule"}
 
 
 @dataclass(frozen=True)
@@ -43,14 +42,6 @@ class EventFacts:
     default_region: str = "RU"
     value: float | None = None
     currency: str | None = None
-
-
-def event_name_for(names: Mapping[str, Any] | None, level: int) -> str:
-    """The direction's name for the level (`capi_event_names` {"1": …}), else the seed default."""
-    configured = (names or {}).get(str(level))
-    if isinstance(configured, str) and configured.strip():
-        return configured.strip()
-    return DEFAULT_EVENT_NAMES[level]
 
 
 def event_value_for(values: Mapping[str, Any] | None, level: int) -> tuple[float | None, str | None]:

@@ -18,22 +18,13 @@ from typing import Any
 
 import asyncpg
 
+from capi import ledger, tenants
 from capi.normalize import hash_email, hash_phone
 from core.jobs import Executor
 
 # user_data fields that identify the business, not the person: kept in an erased row
 BUSINESS_FIELDS = frozenset({"whatsapp_business_account_id", "page_id"})
 ERASED_REASON = "erased at the person's request (qualibot privacy erase): not sent"
-
-_ROWS_SQL = """
-SELECT c.* FROM capi_events_log c
-WHERE c.dialog_analysis_id = ANY($1::bigint[])
-   OR (c.direction_id IN (SELECT id FROM account_directions WHERE account_id = ANY($2::text[]))
-       AND (c.contact_phone = ANY($3::text[])
-            OR c.request #> '{data,0,user_data,ph}' ?| $4::text[]
-            OR c.request #> '{data,0,user_data,em}' ?| $5::text[]))
-ORDER BY c.id"""
-
 
 def _hashes(phones: Sequence[str], emails: Sequence[str]) -> tuple[list[str], list[str]]:
     ph = [h for p in phones if (h := hash_phone("+" + p))]
@@ -47,8 +38,8 @@ async def person_rows(
 ) -> list[dict[str, Any]]:
     """The person's capi_events_log rows (subject access), oldest first."""
     ph, em = _hashes(phones, emails)
-    rows = await db.fetch(_ROWS_SQL, list(dialog_ids), list(accounts), list(phones), ph, em)
-    return [dict(r) for r in rows]
+    directions = await tenants.direction_ids_of_accounts(db, accounts)
+    return await ledger.person_rows(db, list(dialog_ids), directions, list(phones), ph, em)
 
 
 def crm_entities(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -72,14 +63,5 @@ def scrub_request(request: Any) -> Any:
 async def erase_person(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> int:
     """Null the personal fields of `rows` (from `person_rows`, same transaction); returns how many."""
     for row in rows:
-        await conn.execute(
-            """UPDATE capi_events_log
-               SET contact_phone = NULL, request = $2,
-                   status = CASE WHEN status IN ('pending', 'error') THEN 'skipped' ELSE status END,
-                   error = CASE WHEN status IN ('pending', 'error') THEN $3 ELSE error END,
-                   hint = CASE WHEN status IN ('pending', 'error') THEN NULL ELSE hint END,
-                   updated_at = now()
-               WHERE id = $1""",
-            row["id"], scrub_request(row["request"]), ERASED_REASON,
-        )
+        await ledger.erase_row(conn, row["id"], scrub_request(row["request"]), ERASED_REASON)
     return len(rows)

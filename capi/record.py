@@ -18,9 +18,12 @@ from typing import Any, Literal
 
 import asyncpg
 
+from capi.hooks import DialogContact, DialogContacts
 from capi.jobs import schedule_send
+from capi.ledger import insert_decision
 from capi.normalize import is_hashed
-from capi.payload import EventFacts, audit_request, build_event, event_name_for, event_value_for
+from capi.payload import EventFacts, audit_request, build_event, event_value_for
+from capi.tenants import direction_for_event
 from core.logging import get_logger
 from core.metrics import CAPI_EVENTS
 from core.migrate import installation_id
@@ -28,27 +31,8 @@ from core.phones import normalize_phone
 
 log = get_logger("capi.record")
 
-_DIRECTION_SQL = """
-SELECT d.id, d.account_id, d.ad_account_id, d.capi_enabled, d.pixel_id, d.whatsapp_business_account_id,
-       d.capi_test_event_code, d.capi_event_names, d.capi_event_values, u.default_region,
-       COALESCE(NULLIF(a.access_token, ''), NULLIF(u.access_token, '')) IS NOT NULL AS has_token
-FROM account_directions d
-JOIN user_accounts u ON u.id = d.account_id
-LEFT JOIN ad_accounts a ON a.id = d.ad_account_id
-WHERE d.id = $1"""
-
-_DIALOG_SQL = """
-SELECT da.direction_id, da.contact_phone, l.ctwa_clid, l.email, l.is_lid
-FROM dialog_analysis da LEFT JOIN leads l ON l.id = da.lead_id
-WHERE da.id = $1"""
-
-_INSERT_SQL = """
-INSERT INTO capi_events_log (direction_id, dialog_analysis_id, contact_phone, pixel_id, event_name,
-    event_level, event_id, event_time, source, status, error, hint, crm_entity, request)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-ON CONFLICT DO NOTHING
-RETURNING status"""
-
+# the seed's name of a level when there is no direction to configure one
+_DEFAULT_NAME_SQL = "SELECT capi_event_name(NULL, $1)"
 
 def event_id_for(
     installation: uuid.UUID, *, dialog_id: int | None, direction_id: str | None, crm_entity: str | None,
@@ -98,11 +82,12 @@ async def record_event(
     crm_entity: str | None = None,
     contact_phone: str | None = None,
     skip_reason: str | None = None,
+    contacts: DialogContacts,
 ) -> str | None:
     """Insert the (dialog, level) decision: `pending` when it can be sent, else `skipped` with the
     reason in `error` (CAPI off, no pixel, no token, no click id, or the given `skip_reason`).
-    The event name comes from the direction (seed defaults Lead / CompleteRegistration /
-    Schedule); `event_id` is stable for (dialog, level) in this installation. ON CONFLICT DO
+    The event name comes from the direction (SQL `capi_event_name`: else the seed's defaults);
+    `event_id` is stable for (dialog, level) in this installation. ON CONFLICT DO
     NOTHING: returns the new row's status, or None when the decision already existed. A pending
     row schedules the sender. Runs inside the caller's transaction."""
     if level not in (1, 2, 3):
@@ -112,11 +97,12 @@ async def record_event(
     if reached_at.tzinfo is None:
         reached_at = reached_at.replace(tzinfo=UTC)  # a naive time is taken as UTC
     d = await decide(conn, dialog_id=dialog_id, direction_id=direction_id, level=level, reached_at=reached_at,
-                     crm_entity=crm_entity, contact_phone=contact_phone, skip_reason=skip_reason)
+                     crm_entity=crm_entity, contact_phone=contact_phone, skip_reason=skip_reason,
+                     contacts=contacts)
     direction, skip, event, phone = d.direction, d.skip, d.event, d.phone
     status = "skipped" if skip else "pending"
-    inserted = await conn.fetchval(
-        _INSERT_SQL, direction["id"] if direction else None, dialog_id, phone,
+    inserted = await insert_decision(
+        conn, direction["id"] if direction else None, dialog_id, phone,
         direction["pixel_id"] if direction else None, event["event_name"], level, event["event_id"],
         reached_at, source, status, skip.reason if skip else None, skip.hint if skip else None,
         crm_entity, d.request,
@@ -145,18 +131,19 @@ class Decision:
 async def decide(
     conn: asyncpg.Connection, *, dialog_id: int | None, direction_id: str | None, level: int,
     reached_at: datetime, crm_entity: str | None = None, contact_phone: str | None = None,
-    skip_reason: str | None = None, event_id: str | None = None,
+    skip_reason: str | None = None, event_id: str | None = None, contacts: DialogContacts,
 ) -> Decision:
-    """Read the dialog, lead and direction and decide: send (and what) or skip (and why).
-    Used when a level is first recorded and again by `capi retry` after a fix, which passes the
-    row's stored `event_id` (rows made before the installation id keep theirs)."""
-    dialog = await conn.fetchrow(_DIALOG_SQL, dialog_id) if dialog_id is not None else None
+    """Read the dialog's contact (through `contacts`) and the direction and decide: send (and what)
+    or skip (and why). Used when a level is first recorded and again by `capi retry` after a fix,
+    which passes the row's stored `event_id` (rows made before the installation id keep theirs)."""
+    dialog = await contacts(conn, dialog_id) if dialog_id is not None else None
     if dialog_id is not None and dialog is None:
         raise LookupError(f"dialog {dialog_id} does not exist")
-    direction_id = direction_id or (dialog["direction_id"] if dialog else None)
-    direction = await conn.fetchrow(_DIRECTION_SQL, direction_id) if direction_id else None
-    clid = dialog["ctwa_clid"] if dialog else None
-    phone = contact_phone or (dialog["contact_phone"] if dialog and not dialog["is_lid"] else None)
+    direction_id = direction_id or (dialog.direction_id if dialog else None)
+    direction = await direction_for_event(conn, direction_id, level) if direction_id else None
+    name = direction["event_name"] if direction else await conn.fetchval(_DEFAULT_NAME_SQL, level)
+    clid = dialog.ctwa_clid if dialog else None
+    phone = contact_phone or (dialog.phone if dialog else None)
     region = (direction["default_region"] if direction else None) or "RU"
     if phone and not is_hashed(phone):
         phone = normalize_phone(phone, region) or phone
@@ -164,22 +151,21 @@ async def decide(
     if event_id is None:
         event_id = event_id_for(await installation_id(conn), dialog_id=dialog_id, direction_id=direction_id,
                                 crm_entity=crm_entity, level=level)
-    event = _event(direction, dialog, level, reached_at, clid, phone, event_id)
+    event = _event(direction, dialog, name, level, reached_at, clid, phone, event_id)
     test_code = direction["capi_test_event_code"] if direction else None
     return Decision(direction, skip, event, phone, audit_request(event, test_code))
 
 
 def _event(
-    direction: asyncpg.Record | None, dialog: asyncpg.Record | None, level: int, reached_at: datetime,
+    direction: asyncpg.Record | None, dialog: DialogContact | None, name: str, level: int, reached_at: datetime,
     clid: str | None, phone: str | None, event_id: str,
 ) -> dict[str, Any]:
-    names = direction["capi_event_names"] if direction else None
     value, currency = event_value_for(direction["capi_event_values"] if direction else None, level)
     return build_event(EventFacts(
-        event_name=event_name_for(names, level), event_time=reached_at, event_id=event_id, level=level,
+        event_name=name, event_time=reached_at, event_id=event_id, level=level,
         ctwa_clid=clid,
         whatsapp_business_account_id=direction["whatsapp_business_account_id"] if direction else None,
-        phone=phone, email=dialog["email"] if dialog else None,
+        phone=phone, email=dialog.email if dialog else None,
         default_region=(direction["default_region"] if direction else None) or "RU",
         value=value, currency=currency,
     ))

@@ -22,30 +22,32 @@ from typing import Any
 
 import asyncpg
 
-# the part of a direction's config a refusal depends on (`d` is account_directions)
-_FINGERPRINT = "md5(d.capi_event_names::text || ':' || d.capi_allow_unlisted_event_names::text)"
+from capi import ledger, tenants
 
-_REMEMBER_SQL = f"""
+# the part of a direction's config a refusal depends on (`d` is account_directions)
+_REMEMBER_SQL = """
 INSERT INTO capi_refused_event_names (dataset, event_name, direction_id, config_fingerprint, error, response)
-SELECT c.pixel_id, c.event_name, c.direction_id, {_FINGERPRINT}, $2, $3::jsonb
-FROM capi_events_log c JOIN account_directions d ON d.id = c.direction_id
-WHERE c.id = $1 AND c.pixel_id IS NOT NULL
+VALUES ($1, $2, $3, $4, $5, $6::jsonb)
 ON CONFLICT (dataset, event_name) DO UPDATE
 SET direction_id = EXCLUDED.direction_id, config_fingerprint = EXCLUDED.config_fingerprint,
     error = EXCLUDED.error, response = EXCLUDED.response, refused_at = now()"""
 
-_ACTIVE_SQL = f"""
-SELECT r.dataset, r.event_name, r.error, r.refused_at
+_REFUSED_SQL = """
+SELECT r.dataset, r.event_name, r.direction_id, r.config_fingerprint, r.error, r.refused_at
 FROM capi_refused_event_names r
-JOIN account_directions d ON d.id = r.direction_id
 JOIN unnest($1::text[], $2::text[]) AS t(dataset, event_name)
-    ON t.dataset = r.dataset AND t.event_name = r.event_name
-WHERE r.config_fingerprint = {_FINGERPRINT}"""
+    ON t.dataset = r.dataset AND t.event_name = r.event_name"""
 
 
 async def remember(db: asyncpg.Pool | asyncpg.Connection, row_id: int, error: str, response: Any) -> None:
     """Meta refused the event name of capi_events_log row `row_id` for its dataset."""
-    await db.execute(_REMEMBER_SQL, row_id, error, response)
+    event = await ledger.event_of(db, row_id)
+    if event is None or event.dataset is None or event.direction_id is None:
+        return
+    fingerprint = (await tenants.event_config_fingerprints(db, [event.direction_id])).get(event.direction_id)
+    if fingerprint is not None:
+        await db.execute(_REMEMBER_SQL, event.dataset, event.event_name, event.direction_id, fingerprint,
+                         error, response)
 
 
 async def active(
@@ -56,10 +58,12 @@ async def active(
     wanted = sorted(set(pairs))
     if not wanted:
         return {}
-    rows = await db.fetch(_ACTIVE_SQL, [p[0] for p in wanted], [p[1] for p in wanted])
+    rows = await db.fetch(_REFUSED_SQL, [p[0] for p in wanted], [p[1] for p in wanted])
+    # a refusal holds while its direction's event-name config is the one it was refused under
+    current = await tenants.event_config_fingerprints(db, {r["direction_id"] for r in rows if r["direction_id"]})
     return {
         (r["dataset"], r["event_name"]): f"{r['error']}, first refused {r['refused_at']:%Y-%m-%d %H:%M} UTC"
-        for r in rows
+        for r in rows if r["direction_id"] is not None and current.get(r["direction_id"]) == r["config_fingerprint"]
     }
 
 

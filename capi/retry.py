@@ -21,25 +21,13 @@ from typing import Literal
 
 import asyncpg
 
-from capi import refusals
+from capi import ledger, refusals
+from capi.hooks import DialogContacts
 from capi.jobs import schedule_send
 from capi.outbox import AGE_MARGIN, MAX_AGE
 from capi.record import decide
 
 Status = Literal["error", "skipped"]
-
-_CANDIDATES = """
-SELECT id FROM capi_events_log
-WHERE status = ANY($1::text[])
-  AND ($2::text IS NULL OR direction_id = $2)
-  AND ($3::timestamptz IS NULL OR created_at >= $3)
-ORDER BY id"""
-
-_ROW = """
-SELECT id, status, direction_id, dialog_analysis_id, event_level, event_id, event_time, crm_entity,
-       contact_phone, response
-FROM capi_events_log WHERE id = $1 AND status IN ('error', 'skipped') FOR UPDATE SKIP LOCKED"""
-
 
 @dataclass
 class RetryCounts:
@@ -59,12 +47,11 @@ class RetryCounts:
 async def candidates(
     pool: asyncpg.Pool, statuses: list[Status], direction_id: str | None, since: datetime | None
 ) -> list[int]:
-    rows = await pool.fetch(_CANDIDATES, statuses, direction_id, since)
-    return [r["id"] for r in rows]
+    return await ledger.retry_candidates(pool, statuses, direction_id, since)
 
 
 async def retry_rows(
-    pool: asyncpg.Pool, ids: list[int], *, dry_run: bool = False,
+    pool: asyncpg.Pool, ids: list[int], *, contacts: DialogContacts, dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> RetryCounts:
     """Re-decide each row in its own short transaction; with `dry_run`, roll every change back."""
@@ -74,7 +61,7 @@ async def retry_rows(
             tx = conn.transaction()
             await tx.start()
             try:
-                await _retry_one(conn, row_id, counts)
+                await _retry_one(conn, row_id, counts, contacts)
             except BaseException:
                 await tx.rollback()
                 raise
@@ -87,8 +74,9 @@ async def retry_rows(
     return counts
 
 
-async def _retry_one(conn: asyncpg.Connection, row_id: int, counts: RetryCounts) -> None:
-    row = await conn.fetchrow(_ROW, row_id)
+async def _retry_one(conn: asyncpg.Connection, row_id: int, counts: RetryCounts,
+                     contacts: DialogContacts) -> None:
+    row = await ledger.lock_for_retry(conn, row_id)
     if row is None:
         counts.busy += 1
         return
@@ -104,20 +92,15 @@ async def _retry_one(conn: asyncpg.Connection, row_id: int, counts: RetryCounts)
         return
     d = await decide(conn, dialog_id=row["dialog_analysis_id"], direction_id=row["direction_id"],
                      level=row["event_level"], reached_at=row["event_time"], crm_entity=row["crm_entity"],
-                     contact_phone=row["contact_phone"], event_id=row["event_id"])
+                     contact_phone=row["contact_phone"], event_id=row["event_id"],
+                     contacts=contacts)
     if d.skip is not None:
-        await conn.execute(
-            """UPDATE capi_events_log SET status = 'skipped', error = $2, hint = $3, updated_at = now()
-               WHERE id = $1""", row_id, d.skip.reason, d.skip.hint)
+        await ledger.mark_skipped(conn, row_id, d.skip.reason, d.skip.hint)
         counts.still_skipped += 1
         return
-    await conn.execute(
-        """UPDATE capi_events_log
-           SET status = 'pending', error = NULL, hint = NULL, response = NULL, request = $2,
-               event_name = $3, pixel_id = $4, next_attempt_at = now(), updated_at = now()
-           WHERE id = $1""",
-        row_id, d.request, d.event["event_name"], d.direction["pixel_id"] if d.direction else None)
+    dataset = d.direction["pixel_id"] if d.direction else None
+    await ledger.requeue(conn, row_id, d.request, d.event["event_name"], dataset)
     # the operator asks to send again: Meta decides anew on a name it refused before
-    await refusals.forget(conn, d.direction["pixel_id"] if d.direction else None, d.event["event_name"])
+    await refusals.forget(conn, dataset, d.event["event_name"])
     await schedule_send(conn)
     counts.requeued += 1

@@ -170,7 +170,7 @@ def _shape_problem(text: str) -> tuple[str, str] | None:
 _UNSAFE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]|\x00")
 
 
-def clean_text(value: str) -> str:
+def storable_text(value: str) -> str:
     """Text PostgreSQL can store: NUL dropped, lone UTF-16 surrogates (a JavaScript string cut inside
     an emoji, as peers do send) replaced by U+FFFD."""
     if "\x00" in value:
@@ -186,17 +186,17 @@ def clean_text(value: str) -> str:
 def storable(text: str) -> bool:
     """PostgreSQL can hold `text` as it is: ids from a URL or a header are checked before any SQL
     (a DataError from our SQL is a 500, our bug, not the client's)."""
-    return clean_text(text) == text
+    return storable_text(text) == text
 
 
 def clean_strings(value: Any, depth: int = 0) -> Any:
-    """`clean_text` applied to every string (and key) of a decoded JSON document."""
+    """`storable_text` applied to every string (and key) of a decoded JSON document."""
     if isinstance(value, str):
-        return clean_text(value)
+        return storable_text(value)
     if depth > 64:
         return value
     if isinstance(value, dict):
-        return {clean_text(k) if isinstance(k, str) else k: clean_strings(v, depth + 1) for k, v in value.items()}
+        return {storable_text(k) if isinstance(k, str) else k: clean_strings(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [clean_strings(v, depth + 1) for v in value]
     return value

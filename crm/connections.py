@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from capi import tenants
 from core.jobs import Executor
 
 AMOCRM_DEFAULT_RATE = 7.0  # requests/s per integration (amoCRM API recommendations)
@@ -43,38 +45,40 @@ class CrmDirection:
 
 async def load_connection(db: Executor, connection_id: str, crm_type: str | None = None) -> Connection | None:
     row = await db.fetchrow(
-        """SELECT c.id, c.type, c.account_id, a.default_region, c.base_url, c.rest_url, c.access_token,
-                  c.crm_account_id, c.subdomain, c.webhook_secret, c.application_token,
-                  c.rate_limit_per_second
-           FROM crm_connections c JOIN user_accounts a ON a.id = c.account_id
-           WHERE c.id = $1 AND ($2::text IS NULL OR c.type = $2)""",
+        """SELECT id, type, account_id, base_url, rest_url, access_token, crm_account_id, subdomain,
+                  webhook_secret, application_token, rate_limit_per_second
+           FROM crm_connections WHERE id = $1 AND ($2::text IS NULL OR type = $2)""",
         connection_id, crm_type,
     )
-    return Connection(**dict(row)) if row is not None else None
+    if row is None:
+        return None
+    region = await tenants.default_region(db, row["account_id"])
+    if region is None:
+        return None  # its account is gone (the connection is deleted with it)
+    return Connection(**dict(row), default_region=region)
 
 
 async def crm_directions(db: Executor, connection_id: str) -> list[CrmDirection]:
     """Directions with `capi_source = crm` on this connection (CAPI on or off: the door records
     a disabled direction's decisions as skipped, so the audit shows why nothing was sent)."""
-    rows = await db.fetch(
-        """SELECT id, capi_interest_fields, capi_qualified_fields, capi_scheduled_fields
-           FROM account_directions
-           WHERE capi_source = 'crm' AND capi_crm_connection_id = $1
-           ORDER BY id""",
-        connection_id,
-    )
     return [
-        CrmDirection(
-            id=r["id"],
-            fields={
-                1: _field_list(r["capi_interest_fields"]),
-                2: _field_list(r["capi_qualified_fields"]),
-                3: _field_list(r["capi_scheduled_fields"]),
-            },
-        )
-        for r in rows
+        CrmDirection(id=direction_id, fields={level: _field_list(value) for level, value in fields.items()})
+        for direction_id, fields in await tenants.crm_field_directions(db, connection_id)
     ]
 
 
 def _field_list(value: Any) -> list[dict[str, Any]]:
     return [f for f in value if isinstance(f, dict)] if isinstance(value, list) else []
+
+
+async def connection_ids_of_accounts(db: Executor, accounts: Sequence[str]) -> list[str]:
+    rows = await db.fetch("SELECT id FROM crm_connections WHERE account_id = ANY($1::text[])", list(accounts))
+    return [r["id"] for r in rows]
+
+
+async def all_connections(db: Executor) -> dict[str, Connection]:
+    """Every connection by id (`qualibot doctor`); `default_region` is not read here and left empty."""
+    rows = await db.fetch(
+        """SELECT id, type, account_id, base_url, rest_url, access_token, crm_account_id, subdomain,
+                  webhook_secret, application_token, rate_limit_per_second FROM crm_connections""")
+    return {r["id"]: Connection(**dict(r), default_region="") for r in rows}

@@ -14,7 +14,7 @@ from core.jobs import Executor, Job, JobRegistry, Retry, backoff_delay, enqueue
 from core.logging import get_logger
 from core.retention import RetentionLoop
 from crm.errors import CrmAuthError, CrmError
-from crm.privacy import remove_old_events
+from crm.events import remove_old_events
 from crm.sync import sync_entity
 
 log = get_logger("crm.jobs")

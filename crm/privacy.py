@@ -12,19 +12,14 @@ Retention (`QUALIBOT_MESSAGE_RETENTION_DAYS`, run by `core.retention`) deletes r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 import phonenumbers
 
 from core.jobs import Executor
-
-_WHERE = r"""
-w.connection_id IN (SELECT id FROM crm_connections WHERE account_id = ANY($1::text[]))
-AND ((w.source || ':' || w.connection_id || ':' || w.entity_type || ':' || w.entity_id) = ANY($2::text[])
-     OR EXISTS (SELECT 1 FROM unnest($3::text[]) AS n(number)
-                WHERE regexp_replace(w.payload::text, '[\s().+-]', '', 'g') LIKE '%' || n.number || '%'))"""
+from crm import events
+from crm.connections import connection_ids_of_accounts
 
 
 def national_numbers(phones: Sequence[str]) -> list[str]:
@@ -42,29 +37,13 @@ async def person_events(
     db: Executor, *, accounts: Sequence[str], phones: Sequence[str], entities: Sequence[str]
 ) -> list[dict[str, Any]]:
     """The webhook_events rows about the person (subject access), oldest first."""
-    rows = await db.fetch(
-        f"SELECT w.* FROM webhook_events w WHERE {_WHERE} ORDER BY w.id",
-        list(accounts), list(entities), national_numbers(phones),
-    )
-    return [dict(r) for r in rows]
+    connections = await connection_ids_of_accounts(db, accounts)
+    return await events.person_events(db, connections, entities, national_numbers(phones))
 
 
 async def erase_person(
     conn: asyncpg.Connection, *, accounts: Sequence[str], phones: Sequence[str], entities: Sequence[str]
 ) -> int:
     """Delete the person's webhook_events rows; returns how many."""
-    return int(await conn.fetchval(
-        f"WITH gone AS (DELETE FROM webhook_events w WHERE {_WHERE} RETURNING 1) SELECT count(*) FROM gone",
-        list(accounts), list(entities), national_numbers(phones),
-    ))
-
-
-async def remove_old_events(pool: asyncpg.Pool, before: datetime, batch: int) -> int:
-    """Delete up to `batch` webhook records received before `before`; returns how many."""
-    return int(await pool.fetchval(
-        """WITH old AS (SELECT id FROM webhook_events WHERE received_at < $1
-                        ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED),
-                gone AS (DELETE FROM webhook_events w USING old WHERE w.id = old.id RETURNING 1)
-           SELECT count(*) FROM gone""",
-        before, batch,
-    ))
+    connections = await connection_ids_of_accounts(conn, accounts)
+    return await events.delete_person_events(conn, connections, entities, national_numbers(phones))

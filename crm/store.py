@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from crm.events import insert_events
 from crm.jobs import schedule_sync
 
 
@@ -25,11 +26,8 @@ async def store_events(
     """Store every event and schedule one sync per entity; returns the number of syncs scheduled."""
     entities = sorted({(e.entity_type, e.entity_id) for e in events if e.sync})
     async with pool.acquire() as conn, conn.transaction():
-        await conn.executemany(
-            """INSERT INTO webhook_events (source, connection_id, event, entity_type, entity_id, payload)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
-            [(source, connection_id, e.event, e.entity_type, e.entity_id, e.payload) for e in events],
-        )
+        await insert_events(conn, [(source, connection_id, e.event, e.entity_type, e.entity_id, e.payload)
+                                   for e in events])
         # sorted, so concurrent webhooks naming the same entities lock their job rows in one order
         for entity_type, entity_id in entities:
             await schedule_sync(conn, connection_id, entity_type, entity_id, delay=delay)

@@ -17,11 +17,12 @@ from core.logging import get_logger, mask_phone
 from crm import amocrm, bitrix24
 from crm.connections import Connection, CrmDirection, crm_directions, load_connection
 from crm.entity import CrmRecord
-from crm.linking import LinkedDialog, Links, find_links, normalize_all, store_email, unlinked_reason
+from crm.linking import Links, find_links, normalize_all, store_email, unlinked_reason
 from crm.matching import label_fields, levels_reached
 from crm.ratelimit import RateLimiter
 from crm.transport import host_of
 from qualification import door
+from qualification.dialogs import DialogRef
 
 log = get_logger("crm.sync")
 
@@ -67,7 +68,7 @@ def first_email(raw: list[str]) -> str | None:
     return next((e for e in map(normalize_email, raw) if e is not None), None)
 
 
-def _applies(direction_id: str, dialog: LinkedDialog, crm_direction_ids: set[str]) -> bool:
+def _applies(direction_id: str, dialog: DialogRef, crm_direction_ids: set[str]) -> bool:
     """A dialog already in one of this connection's CRM directions takes levels only from it;
     any other dialog (no direction, or a WhatsApp-sourced one) from every CRM direction."""
     return dialog.direction_id not in crm_direction_ids or dialog.direction_id == direction_id

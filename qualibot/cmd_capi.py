@@ -12,6 +12,7 @@ from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.settings import Settings
 from crm.jobs import schedule_sync
 from qualibot.cli import CliError
+from qualification.door import dialog_contact
 
 
 def _since(value: str) -> datetime:
@@ -59,7 +60,8 @@ async def run_retry(args: argparse.Namespace, settings: Settings) -> int:
             if not ids:
                 print(f"nothing to retry: no {' or '.join(statuses)} rows match")
                 return 0
-            counts = await retry_rows(pool, ids, dry_run=args.dry_run, progress=_Progress(len(ids)))
+            counts = await retry_rows(pool, ids, contacts=dialog_contact, dry_run=args.dry_run,
+                                      progress=_Progress(len(ids)))
             relinked = 0 if args.dry_run else await _relink(pool, counts.unlinked, settings)
     except UNAVAILABLE_ERRORS as exc:
         raise CliError(f"database unavailable: {type(exc).__name__}") from None

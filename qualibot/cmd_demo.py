@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from capi import ledger
 from capi.errors import SUGGESTED_EVENT_NAMES
-from capi.payload import DEFAULT_EVENT_NAMES
 from core.db import open_pool
 from core.migrate import migrate
 from core.settings import Settings
@@ -27,6 +27,7 @@ from qualibot.cli import CliError
 from qualibot.demo_peers import StandIns
 from qualibot.tenants import parse_config
 from qualibot.tenants_db import apply_config
+from qualification import dialogs
 
 SECRET = "demo-webhook-secret-" + "x" * 8
 PHONE = "79161234567"
@@ -84,7 +85,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     })
     print(f"stand-ins (demo only): evolution {urls['evolution']}, llm {urls['llm']}, meta {urls['meta']}")
     print(f"event names: {', '.join(SUGGESTED_EVENT_NAMES.values())}, not the defaults "
-          f"({', '.join(DEFAULT_EVENT_NAMES.values())}): Meta refuses those for Click-to-WhatsApp events, "
+          "(Lead, CompleteRegistration, Schedule): Meta refuses those for Click-to-WhatsApp events, "
           "and so does the demo's stand-in")
     try:
         async with open_pool(settings, max_size=10) as pool:
@@ -129,23 +130,20 @@ async def _until(probe: Any, deadline: float, what: str) -> None:
 
 
 async def _until_rows(pool: Any, deadline: float) -> None:
-    while await pool.fetchval("SELECT count(*) FROM capi_events_log WHERE status = 'success'") < 3:
+    while await ledger.count_status(pool, "success") < 3:
         if time.monotonic() > deadline:
             return  # the report shows what did arrive
         await asyncio.sleep(0.2)
 
 
 async def _report(pool: Any) -> int:
-    rows = await pool.fetch(
-        """SELECT event_level, event_name, status, attempts, event_id, response->>'fbtrace_id' AS trace
-           FROM capi_events_log ORDER BY event_level""")
+    rows = await ledger.outcomes_by_level(pool)
     print("\ncapi_events_log:")
     print(f"  {'level':<6}{'event':<22}{'status':<9}{'attempts':<10}{'event_id':<38}fbtrace_id")
     for r in rows:
         print(f"  {r['event_level']:<6}{r['event_name']:<22}{r['status']:<9}{r['attempts']:<10}"
               f"{r['event_id']:<38}{r['trace'] or ''}")
-    flags = await pool.fetchrow(
-        "SELECT capi_interest_sent, capi_qualified_sent, capi_scheduled_sent FROM dialog_analysis LIMIT 1")
+    flags = await dialogs.first_sent_flags(pool)
     print("\nfunnel: " + " -> ".join(f"{r['event_name']} {r['status']}" for r in rows))
     if flags is not None:
         print(f"dialog_analysis flags: interest={flags[0]} qualified={flags[1]} scheduled={flags[2]}")

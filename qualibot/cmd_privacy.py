@@ -27,6 +27,7 @@ import asyncpg
 import bot.privacy
 import capi.privacy
 import crm.privacy
+from capi import tenants
 from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.logging import get_logger, mask_phone
 from core.phones import normalize_phone
@@ -65,13 +66,10 @@ class Person:
 
 async def resolve(db: asyncpg.Pool | asyncpg.Connection, phone: str, account: str | None) -> Person:
     """The phone read with each account's region; exit 2 naming the field when it is not one."""
-    if account is not None:
-        rows = await db.fetch("SELECT id, default_region FROM user_accounts WHERE id = $1", account)
-        if not rows:
-            raise CliError(f"--account: no account {account!r}", code=2)
-    else:
-        rows = await db.fetch("SELECT id, default_region FROM user_accounts ORDER BY id")
-    targets = [(r["id"], digits) for r in rows if (digits := normalize_phone(phone, r["default_region"]))]
+    rows = await tenants.account_regions(db, account)
+    if account is not None and not rows:
+        raise CliError(f"--account: no account {account!r}", code=2)
+    targets = [(account_id, digits) for account_id, region in rows if (digits := normalize_phone(phone, region))]
     if not targets and (rows or normalize_phone(phone) is None):
         raise CliError(f"--phone: {phone!r} is not a phone number", code=2)
     return Person(targets)

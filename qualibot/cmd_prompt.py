@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from capi import tenants
 from core.context import make_llm
 from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.settings import Settings
@@ -59,9 +60,7 @@ async def run_generate(args: argparse.Namespace, settings: Settings) -> int:
                        "OpenAI-compatible server)", code=2)
     try:
         async with open_pool(settings, max_size=2) as pool:
-            direction = await pool.fetchrow(
-                "SELECT id, name FROM account_directions WHERE id = $1", args.direction
-            )
+            direction = await tenants.direction_name(pool, args.direction)
             if direction is None:
                 raise CliError(f"unknown direction {args.direction!r} (`qualibot config export` lists them)",
                                code=2)
@@ -74,11 +73,7 @@ async def run_generate(args: argparse.Namespace, settings: Settings) -> int:
             except PromptGenerationFailed as exc:
                 raise CliError(f"no prompt was generated: {exc}") from None
             if args.save:
-                await pool.execute(
-                    """UPDATE account_directions SET qualification_prompt = $2, updated_at = now()
-                       WHERE id = $1""",
-                    direction["id"], text,
-                )
+                await tenants.save_qualification_prompt(pool, direction["id"], text)
     except UNAVAILABLE_ERRORS as exc:
         raise CliError(f"database unavailable: {type(exc).__name__}") from None
     finally:

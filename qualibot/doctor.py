@@ -14,9 +14,12 @@ from typing import Any, Literal
 import asyncpg
 
 from bot.drift import ReferralShare
+from bot.instances import instance_directions, instance_names
+from capi import tenants
 from capi.errors import BUSINESS_MESSAGING_EVENT_NAMES, SUGGESTED_NAMES_YAML, unlisted_event_names
-from capi.payload import event_name_for
 from core.settings import Settings
+from crm.connections import Connection, all_connections
+from qualification import dialogs
 
 Severity = Literal["ERROR", "WARN", "OK"]
 FIELD_KEYS = {1: "interest_fields", 2: "qualified_fields", 3: "scheduled_fields"}
@@ -30,7 +33,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class Direction:
+class DirectionSetup:
     """One direction with what it needs from its account, ad account and CRM connection."""
 
     id: str
@@ -44,7 +47,6 @@ class Direction:
     account_token: str | None = None
     test_event_code: str | None = None
     qualification_prompt: str | None = None
-    event_names: dict[int, str] = field(default_factory=dict)
     allow_unlisted_event_names: bool = False
     event_values: dict[int, Any] = field(default_factory=dict)
     crm_fields: dict[int, list[Any]] = field(default_factory=dict)
@@ -53,80 +55,58 @@ class Direction:
     crm_base_url: str | None = None
     crm_rest_url: str | None = None
     crm_token: str | None = None
+    chosen_token: str | None = None  # by SQL's capi_meta_token, the sender's rule
+
+    names_used: tuple[str, ...] = ()  # levels 1..3, by SQL's capi_event_name, the sender's rule
 
     def names(self) -> dict[int, str]:
-        # the names the sender will use, by the sender's own rule
-        configured = {str(lvl): name for lvl, name in self.event_names.items()}
-        return {lvl: event_name_for(configured, lvl) for lvl in (1, 2, 3)}
+        return dict(enumerate(self.names_used, start=1))
 
     def meta_token(self) -> tuple[str, str] | None:
-        """(which token, the token): the ad account's when set, else the account's fallback."""
-        if self.ad_account_id and self.ad_token:
-            return f"the ad account {self.ad_account_id}'s token", self.ad_token
-        if self.account_token:
-            why = f" (ad account {self.ad_account_id} has none)" if self.ad_account_id else ""
-            return f"the account {self.account_id}'s fallback token{why}", self.account_token
-        return None
-
-
-LOAD_SQL = """
-SELECT d.*, a.access_token AS account_token, ad.access_token AS ad_token, c.type AS crm_type,
-       c.base_url AS crm_base_url, c.rest_url AS crm_rest_url, c.access_token AS crm_token
-FROM account_directions d
-JOIN user_accounts a ON a.id = d.account_id
-LEFT JOIN ad_accounts ad ON ad.id = d.ad_account_id
-LEFT JOIN crm_connections c ON c.id = d.capi_crm_connection_id
-ORDER BY d.id
-"""
-
-NOT_ANALYSED_SQL = """
-SELECT DISTINCT ON (direction_id) direction_id, count(*) OVER (PARTITION BY direction_id) AS n,
-       analysis_detail
-FROM dialog_analysis WHERE analysis_status = 'not_analysed'
-ORDER BY direction_id, updated_at DESC
-"""
+        """(which token, the token) that the sender uses."""
+        if self.chosen_token is None:
+            return None
+        if self.ad_account_id and self.chosen_token == self.ad_token:
+            return f"the ad account {self.ad_account_id}'s token", self.chosen_token
+        why = f" (ad account {self.ad_account_id} has none)" if self.ad_account_id else ""
+        return f"the account {self.account_id}'s fallback token{why}", self.chosen_token
 
 
 def _levels(mapping: dict[str, Any]) -> dict[int, Any]:
     return {int(k): v for k, v in mapping.items() if str(k).isdigit()}
 
 
-async def load(db: asyncpg.Pool) -> tuple[list[Direction], dict[str | None, tuple[int, str | None]]]:
+async def load(db: asyncpg.Pool) -> tuple[list[DirectionSetup], dict[str | None, tuple[int, str | None]]]:
     """Every direction, and per direction (None: no direction) the not-analysed dialogs:
     (count, the latest one's analysis_detail)."""
-    rows = await db.fetch(LOAD_SQL)
+    rows = await tenants.direction_setups(db)
+    crm = await all_connections(db)
     dirs = [
-        Direction(
+        DirectionSetup(
             id=r["id"], account_id=r["account_id"], capi_enabled=r["capi_enabled"], source=r["capi_source"],
             pixel_id=r["pixel_id"], waba_id=r["whatsapp_business_account_id"],
             ad_account_id=r["ad_account_id"], ad_token=r["ad_token"], account_token=r["account_token"],
             test_event_code=r["capi_test_event_code"], qualification_prompt=r["qualification_prompt"],
-            event_names=_levels(r["capi_event_names"]), event_values=_levels(r["capi_event_values"]),
+            event_values=_levels(r["capi_event_values"]),
             allow_unlisted_event_names=r["capi_allow_unlisted_event_names"],
             crm_fields={lvl: r[f"capi_{key}"] or [] for lvl, key in FIELD_KEYS.items()},
-            crm_connection_id=r["capi_crm_connection_id"], crm_type=r["crm_type"],
-            crm_base_url=r["crm_base_url"], crm_rest_url=r["crm_rest_url"], crm_token=r["crm_token"],
+            crm_connection_id=r["capi_crm_connection_id"], **_crm_fields(crm.get(r["capi_crm_connection_id"])),
+            chosen_token=r["chosen_token"], names_used=tuple(r["names_used"]),
         )
         for r in rows
     ]
-    pending = {r["direction_id"]: (r["n"], r["analysis_detail"]) for r in await db.fetch(NOT_ANALYSED_SQL)}
-    return dirs, pending
+    return dirs, await dialogs.not_analysed_by_direction(db)
+
+
+def _crm_fields(connection: Connection | None) -> dict[str, str | None]:
+    if connection is None:
+        return {}
+    return {"crm_type": connection.type, "crm_base_url": connection.base_url, "crm_rest_url": connection.rest_url,
+            "crm_token": connection.access_token}
 
 
 # a message older than this still waiting for the drain means no worker is draining
 INTAKE_STALL_SECONDS = 60.0
-INTAKE_SQL = """
-SELECT count(*) FILTER (WHERE i.name IS NOT NULL AND m.intake_error IS NULL) AS waiting,
-       extract(epoch FROM now() - min(m.created_at) FILTER (WHERE i.name IS NOT NULL AND m.intake_error IS NULL))
-           ::float8 AS oldest,
-       count(*) FILTER (WHERE m.intake_error IS NOT NULL) AS set_aside,
-       (array_agg(m.intake_error ORDER BY m.id DESC) FILTER (WHERE m.intake_error IS NOT NULL))[1] AS last_error,
-       count(*) FILTER (WHERE i.name IS NULL AND m.intake_error IS NULL) AS orphaned
-FROM messages m LEFT JOIN whatsapp_instances i ON i.name = m.instance_name
-WHERE m.dialog_id IS NULL
-"""
-
-
 @dataclass(frozen=True)
 class IntakeBacklog:
     """WhatsApp messages stored but not yet linked to a dialog by the intake drain."""
@@ -136,12 +116,11 @@ class IntakeBacklog:
     set_aside: int  # the drain could not link them (messages.intake_error)
     last_error: str | None
     orphaned: int  # their instance was removed: never linked
+    orphan_instances: list[str]
 
 
 async def load_intake(db: asyncpg.Pool) -> IntakeBacklog:
-    row = await db.fetchrow(INTAKE_SQL)
-    assert row is not None
-    return IntakeBacklog(row["waiting"], row["oldest"], row["set_aside"], row["last_error"], row["orphaned"])
+    return IntakeBacklog(*await dialogs.intake_backlog(db, await instance_names(db)))
 
 
 def check_intake(backlog: IntakeBacklog) -> list[Finding]:
@@ -158,47 +137,44 @@ def check_intake(backlog: IntakeBacklog) -> list[Finding]:
     if backlog.set_aside:
         out.append(Finding("ERROR", None, (
             f"{backlog.set_aside} WhatsApp message(s) could not be linked to a dialog and were set aside; "
-            f"latest: {backlog.last_error}. Once the cause is fixed, "
-            "`UPDATE messages SET intake_error = NULL WHERE intake_error IS NOT NULL` puts them back in line")))
+            f"latest: {backlog.last_error}. Once the cause is fixed, `{dialogs.RELINK_SQL}` puts them back in line")))
     if backlog.orphaned:
         out.append(Finding("WARN", None, (
             f"{backlog.orphaned} stored WhatsApp message(s) belong to instances no longer configured and "
-            "will not be linked to dialogs (restore the instance, or delete them with `DELETE FROM messages "
-            "WHERE dialog_id IS NULL AND instance_name NOT IN (SELECT name FROM whatsapp_instances)`)")))
+            "will not be linked to dialogs (restore the instance, or delete them with "
+            f"`{dialogs.orphans_sql(backlog.orphan_instances)}`)")))
     return out
 
 
 # references across accounts: refused since migration 011, but a database may hold older ones
-CROSS_ACCOUNT_SQL = """
-SELECT d.id AS direction, 'ad account ' || quote_literal(d.ad_account_id) AS target
-FROM account_directions d JOIN ad_accounts t ON t.id = d.ad_account_id WHERE t.account_id <> d.account_id
-UNION ALL
-SELECT d.id, 'CRM connection ' || quote_literal(d.capi_crm_connection_id)
-FROM account_directions d JOIN crm_connections t ON t.id = d.capi_crm_connection_id WHERE t.account_id <> d.account_id
-UNION ALL
-SELECT t.id, 'instance ' || quote_literal(i.name) || ' (its default direction)'
-FROM whatsapp_instances i JOIN account_directions t ON t.id = i.default_direction_id WHERE t.account_id <> i.account_id
-ORDER BY 1, 2
-"""
-
-
 async def cross_account_findings(db: asyncpg.Pool) -> list[Finding]:
     """One ERROR per reference to another account's object (left from before tenant isolation)."""
     return [Finding("ERROR", r["direction"], (
         f"references across accounts: this direction and the {r['target']} belong to different accounts; "
         "point it at an object of its own account (config apply) or clear the reference with SQL"))
-        for r in await db.fetch(CROSS_ACCOUNT_SQL)]
+        for r in await _cross_account(db)]
+
+
+async def _cross_account(db: asyncpg.Pool) -> list[dict[str, str]]:
+    directions = {r["id"]: r for r in await tenants.direction_setups(db)}
+    crm = await all_connections(db)
+    found = []
+    for d in directions.values():
+        if d["ad_account_id"] and d["ad_account_owner"] != d["account_id"]:
+            found.append({"direction": d["id"], "target": f"ad account '{d['ad_account_id']}'"})
+        connection = crm.get(d["capi_crm_connection_id"])
+        if connection is not None and connection.account_id != d["account_id"]:
+            found.append({"direction": d["id"], "target": f"CRM connection '{connection.id}'"})
+    for name, account_id, direction_id in await instance_directions(db):
+        default = directions.get(direction_id) if direction_id else None
+        if default is not None and default["account_id"] != account_id:
+            found.append({"direction": default["id"], "target": f"instance '{name}' (its default direction)"})
+    return sorted(found, key=lambda r: (r["direction"], r["target"]))
 
 
 # dialogs that belong to no direction: their levels can only be recorded as skipped (issue 12.8)
-UNDIRECTED_SQL = """
-SELECT instance_name, count(*)::int AS n FROM dialog_analysis WHERE direction_id IS NULL
-GROUP BY instance_name ORDER BY instance_name
-"""
-
-
 async def load_undirected(db: asyncpg.Pool) -> dict[str, int]:
-    return {r["instance_name"]: r["n"] for r in await db.fetch(UNDIRECTED_SQL)}
+    return await dialogs.undirected_by_instance(db)
 
 
 def check_undirected(undirected: dict[str, int]) -> list[Finding]:
@@ -227,7 +203,7 @@ def mask(secret: str) -> str:
 
 
 def check_all(
-    dirs: list[Direction], settings: Settings, not_analysed: dict[str | None, tuple[int, str | None]],
+    dirs: list[DirectionSetup], settings: Settings, not_analysed: dict[str | None, tuple[int, str | None]],
     intake: IntakeBacklog,
 ) -> list[Finding]:
     if not dirs:
@@ -243,7 +219,7 @@ def check_all(
     return found
 
 
-def check_direction(d: Direction, dirs: list[Direction], settings: Settings) -> list[Finding]:
+def check_direction(d: DirectionSetup, dirs: list[DirectionSetup], settings: Settings) -> list[Finding]:
     if not d.capi_enabled:
         return [Finding("WARN", d.id, "CAPI is off (capi.enabled: false): no events are sent for this direction")]
     found = [*_meta(d), *_event_names(d), *_shared_dataset(d, dirs)]
@@ -251,7 +227,7 @@ def check_direction(d: Direction, dirs: list[Direction], settings: Settings) -> 
     return found
 
 
-def _meta(d: Direction) -> list[Finding]:
+def _meta(d: DirectionSetup) -> list[Finding]:
     out: list[Finding] = []
     token = d.meta_token()
     if token is None:
@@ -275,14 +251,14 @@ def _meta(d: Direction) -> list[Finding]:
     return out
 
 
-def unlisted_names(d: Direction) -> list[str]:
+def unlisted_names(d: DirectionSetup) -> list[str]:
     """`level N Name` for each level whose event name is outside Meta's business-messaging list."""
     names = d.names()
     unlisted = set(unlisted_event_names(names.values()))
     return [f"level {lvl} {name}" for lvl, name in names.items() if name in unlisted]
 
 
-def unlisted_names_message(d: Direction) -> str:
+def unlisted_names_message(d: DirectionSetup) -> str:
     return (f"event names outside Meta's list for business messaging, which Meta refuses with subcode "
             f"2804066: {', '.join(unlisted_names(d))}. Meta documents only: "
             f"{', '.join(BUSINESS_MESSAGING_EVENT_NAMES)}. Set capi.event_names in the config file, e.g. "
@@ -290,7 +266,7 @@ def unlisted_names_message(d: Direction) -> str:
             "for your dataset, set capi.allow_unlisted_event_names: true)")
 
 
-def _event_names(d: Direction) -> list[Finding]:
+def _event_names(d: DirectionSetup) -> list[Finding]:
     names = d.names()
     out: list[Finding] = []
     if unlisted_names(d) and d.allow_unlisted_event_names:
@@ -314,7 +290,7 @@ def _event_names(d: Direction) -> list[Finding]:
     return out
 
 
-def _shared_dataset(d: Direction, dirs: list[Direction]) -> list[Finding]:
+def _shared_dataset(d: DirectionSetup, dirs: list[DirectionSetup]) -> list[Finding]:
     others = [o.id for o in dirs if o.id != d.id and o.capi_enabled and d.pixel_id and o.pixel_id == d.pixel_id]
     if not others:
         return []
@@ -322,7 +298,7 @@ def _shared_dataset(d: Direction, dirs: list[Direction]) -> list[Finding]:
                     "their audiences and optimisation events aggregate")]
 
 
-def _whatsapp(d: Direction, settings: Settings) -> list[Finding]:
+def _whatsapp(d: DirectionSetup, settings: Settings) -> list[Finding]:
     out: list[Finding] = []
     if settings.openai_api_key:
         out.append(Finding("OK", d.id, f"LLM key {mask(settings.openai_api_key)}, model {settings.llm_model}"))
@@ -337,7 +313,7 @@ def _whatsapp(d: Direction, settings: Settings) -> list[Finding]:
     return out
 
 
-def _crm(d: Direction) -> list[Finding]:
+def _crm(d: DirectionSetup) -> list[Finding]:
     if not d.crm_connection_id:
         return [Finding("ERROR", d.id, "capi.source is crm but capi.crm_connection is not set")]
     out: list[Finding] = []

@@ -20,13 +20,14 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import asyncpg
 
+from bot.instances import evolution_endpoints
 from core.settings import Settings
-from qualibot.doctor import Direction, Finding, Severity, mask
+from qualibot.doctor import DirectionSetup, Finding, Severity, mask
 
 Outcome = tuple[Severity, str]
 
 
-async def check_online(dirs: list[Direction], settings: Settings, request_seconds: float) -> list[Finding]:
+async def check_online(dirs: list[DirectionSetup], settings: Settings, request_seconds: float) -> list[Finding]:
     """Findings for every CAPI-enabled direction, in `dirs` order; each credential is asked once."""
     jobs: dict[tuple[str, ...], Awaitable[Outcome]] = {}
     wanted: list[tuple[str, tuple[str, ...]]] = []
@@ -90,7 +91,7 @@ async def _meta(http: aiohttp.ClientSession, settings: Settings, pixel_id: str, 
     return "ERROR", f"Meta: {advice} ({detail})"
 
 
-async def _crm(http: aiohttp.ClientSession, d: Direction, request_seconds: float) -> Outcome:
+async def _crm(http: aiohttp.ClientSession, d: DirectionSetup, request_seconds: float) -> Outcome:
     name = f"{d.crm_type} connection {d.crm_connection_id}"
     try:
         if d.crm_type == "amocrm":
@@ -144,25 +145,24 @@ STATE_OUTCOMES: dict[str, Outcome] = {
 
 
 @dataclass(frozen=True)
-class Instance:
+class EvolutionEndpoint:
     name: str
     api_url: str
     api_key: str
 
 
-async def load_instances(db: asyncpg.Pool) -> list[Instance]:
-    rows = await db.fetch("SELECT name, api_url, api_key FROM whatsapp_instances ORDER BY name")
-    return [Instance(r["name"], r["api_url"], r["api_key"]) for r in rows]
+async def load_instances(db: asyncpg.Pool) -> list[EvolutionEndpoint]:
+    return [EvolutionEndpoint(*row) for row in await evolution_endpoints(db)]
 
 
-async def check_evolution(instances: list[Instance], request_seconds: float) -> list[Finding]:
+async def check_evolution(instances: list[EvolutionEndpoint], request_seconds: float) -> list[Finding]:
     """One finding per instance (deployment-wide lines naming the instance), asked all at once."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=request_seconds)) as http:
         outcomes = await asyncio.gather(*(_evolution(http, i, request_seconds) for i in instances))
     return [Finding(severity, None, message) for severity, message in outcomes]
 
 
-async def _evolution(http: aiohttp.ClientSession, instance: Instance, request_seconds: float) -> Outcome:
+async def _evolution(http: aiohttp.ClientSession, instance: EvolutionEndpoint, request_seconds: float) -> Outcome:
     where = urlsplit(instance.api_url).netloc or instance.api_url
     name = f"WhatsApp instance {instance.name} (Evolution at {where})"
     url = f"{instance.api_url.rstrip('/')}/instance/connectionState/{quote(instance.name, safe='')}"

@@ -98,7 +98,7 @@ class Capi(_Strict):
         return self
 
 
-class Direction(_Strict):
+class DirectionConfig(_Strict):
     id: str = Field(min_length=1)
     name: str
     ad_account: str | None = None
@@ -129,7 +129,7 @@ class AdAccount(_Strict):
     access_token: str | None = None
 
 
-class Instance(_Strict):
+class InstanceConfig(_Strict):
     name: str = Field(min_length=1)
     api_url: str = Field(pattern=r"^https?://")
     api_key: str = Field(min_length=1)
@@ -177,9 +177,9 @@ class Account(_Strict):
     default_region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
     access_token: str | None = None
     ad_accounts: list[AdAccount] = Field(default_factory=list)
-    whatsapp_instances: list[Instance] = Field(default_factory=list)
+    whatsapp_instances: list[InstanceConfig] = Field(default_factory=list)
     crm_connections: list[CrmConnection] = Field(default_factory=list)
-    directions: list[Direction] = Field(default_factory=list)
+    directions: list[DirectionConfig] = Field(default_factory=list)
 
 
 class TenantConfig(_Strict):

@@ -1,4 +1,5 @@
-"""Where the domain packages plug in: their routes and their job handlers."""
+"""Where the domain packages plug in: their routes, their job handlers, and capi's hooks
+(`capi.hooks`): a delivery sets the dialog's sent flags (`qualification.dialogs.mark_sent`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import bot.routes
 import capi.jobs
 import crm.jobs
 import crm.routes
+import qualification.dialogs
 import qualification.jobs
 from core.context import AppContext
 from core.jobs import JobRegistry
@@ -24,5 +26,5 @@ def job_registry() -> JobRegistry[AppContext]:
     bot.jobs.register_jobs(registry)
     crm.jobs.register_jobs(registry)
     qualification.jobs.register_jobs(registry)
-    capi.jobs.register_jobs(registry)
+    capi.jobs.register_jobs(registry, delivered=qualification.dialogs.mark_sent)
     return registry

@@ -18,21 +18,18 @@ from typing import Literal
 
 import asyncpg
 
+from capi.hooks import DialogContact
 from capi.ledger import merge_dialog_events
 from capi.record import record_event
 from core.errors import NotFound
 from core.logging import get_logger
+from qualification import dialogs
+from qualification.leads import lead_contact
 
 log = get_logger("qualification.door")
 
 Source = Literal["whatsapp", "crm"]
 
-# level → (flag column, reached-at column) of dialog_analysis
-LEVEL_COLUMNS: dict[int, tuple[str, str]] = {
-    1: ("is_interested", "interest_reached_at"),
-    2: ("is_qualified", "qualified_reached_at"),
-    3: ("is_scheduled", "scheduled_reached_at"),
-}
 
 
 class UnknownDialog(NotFound):
@@ -43,7 +40,7 @@ def cumulative(levels: Iterable[int]) -> list[int]:
     """[3] → [1, 2, 3]: the levels implied by reaching the highest of `levels`."""
     wanted = list(levels)
     for level in wanted:
-        if level not in LEVEL_COLUMNS:
+        if level not in dialogs.LEVEL_COLUMNS:
             raise ValueError(f"level must be 1, 2 or 3, not {level!r}")
     return list(range(1, max(wanted) + 1)) if wanted else []
 
@@ -70,37 +67,29 @@ async def record_levels(
         return []
     # a savepoint inside the caller's transaction; a transaction of its own if the caller forgot
     async with conn.transaction():
-        row = await conn.fetchrow(
-            """SELECT direction_id, is_interested, is_qualified, is_scheduled
-               FROM dialog_analysis WHERE id = $1 FOR UPDATE""",
-            dialog_id,
-        )
-        if row is None:
+        locked = await dialogs.lock_levels(conn, dialog_id)
+        if locked is None:
             raise UnknownDialog(f"dialog {dialog_id} does not exist")
-        new = [level for level in implied if not row[LEVEL_COLUMNS[level][0]]]
+        own_direction, reached = locked
+        new = [level for level in implied if level not in reached]
         if not new:
             return []
         when = reached_at or datetime.now(UTC)
-        sets = ", ".join(
-            f"{flag} = true, {at} = COALESCE({at}, $2)" for flag, at in (LEVEL_COLUMNS[n] for n in new)
-        )
-        await conn.execute(
-            f"UPDATE dialog_analysis SET {sets}, updated_at = now() WHERE id = $1", dialog_id, when
-        )
+        await dialogs.raise_levels(conn, dialog_id, new, when)
         for level in new:
             await record_event(
                 conn,
                 dialog_id=dialog_id,
-                direction_id=direction_id or row["direction_id"],
+                direction_id=direction_id or own_direction,
                 level=level,
                 source=source,
                 reached_at=when,
                 crm_entity=crm_entity,
                 skip_reason=skip_reason,
-                # the phone comes from the dialog itself: record_event knows a WhatsApp LID is none
+                contacts=dialog_contact,  # the phone comes from the dialog: a WhatsApp LID is none
             )
     log.info("qualification.levels_recorded", dialog_id=dialog_id, levels=new, source=source,
-             direction=direction_id or row["direction_id"])
+             direction=direction_id or own_direction)
     return new
 
 
@@ -132,6 +121,7 @@ async def record_unlinked(
                 reached_at=when,
                 crm_entity=crm_entity,
                 skip_reason=detail,
+                contacts=dialog_contact,
             )
             if status is not None:
                 written.append(level)
@@ -142,20 +132,25 @@ async def record_unlinked(
 
 async def merge_levels(conn: asyncpg.Connection, from_dialog: int, into_dialog: int, contact_phone: str) -> None:
     """Two dialogs turned out to be one person (bot.lids: a WhatsApp LID, then its phone): give
-    `into_dialog` every level either reached (each once, at the earlier time) and the events
-    recorded for them, one per level, none sent twice (`capi.ledger.merge_dialog_events`). The
-    analysis watermark is reset unless both were analysed: the merged transcript is new to the
-    LLM. Inside the caller's transaction, before `from_dialog` is deleted."""
-    sets = ", ".join(f"{flag} = i.{flag} OR f.{flag}, {at} = LEAST(i.{at}, f.{at})"
-                     for flag, at in LEVEL_COLUMNS.values())
-    await conn.execute(
-        f"""UPDATE dialog_analysis i SET {sets},
-                analyzed_message_id = CASE WHEN i.analyzed_message_id IS NOT NULL AND f.analyzed_message_id IS NOT NULL
-                    THEN LEAST(i.analyzed_message_id, f.analyzed_message_id) END,
-                updated_at = now()
-            FROM dialog_analysis f WHERE i.id = $1 AND f.id = $2""",
-        into_dialog, from_dialog,
-    )
-    dropped, moved = await merge_dialog_events(conn, from_dialog, into_dialog, contact_phone)
+    `into_dialog` every level either reached and the events recorded for them, one per level, none
+    sent twice (`capi.ledger.merge_dialog_events`). Inside the caller's transaction, before
+    `from_dialog` is deleted."""
+    await dialogs.merge_levels(conn, from_dialog, into_dialog)
+    dropped, moved = await merge_dialog_events(conn, from_dialog, into_dialog, contact_phone,
+                                                dialogs.mark_sent)
     log.info("qualification.dialogs_merged", from_dialog=from_dialog, into_dialog=into_dialog,
              events_moved=moved, events_dropped=dropped)
+
+
+async def dialog_contact(conn: asyncpg.Connection, dialog_id: int) -> DialogContact | None:
+    """capi's `DialogContacts`: the dialog's direction, phone (none for a WhatsApp LID), click id, email."""
+    dialog = await dialogs.dialog_lead(conn, dialog_id)
+    if dialog is None:
+        return None
+    lead = await lead_contact(conn, dialog.lead_id) if dialog.lead_id is not None else None
+    return DialogContact(
+        direction_id=dialog.direction_id,
+        phone=None if lead and lead.is_lid else dialog.contact_phone,
+        ctwa_clid=lead.ctwa_clid if lead else None,
+        email=lead.email if lead else None,
+    )

@@ -36,6 +36,7 @@ from core.retention import RetentionLoop
 from qualification.analysis import AnalysisFailed, analyse
 from qualification.dialogs import (
     DialogState,
+    dialog_lead,
     load_state,
     load_transcript,
     mark_unanalysed,
@@ -43,6 +44,7 @@ from qualification.dialogs import (
     save_analysis,
 )
 from qualification.door import record_levels
+from qualification.leads import lead_contact
 from qualification.verdict import MAX_REASONING_CHARS, Acceptance, accept
 
 log = get_logger("qualification.jobs")
@@ -82,7 +84,7 @@ async def qualify_dialog(ctx: AppContext, job: Job) -> None:
             await record_levels(conn, dialog_id, [1], "whatsapp")
     if state.level >= 3 or state.client_messages < 2 or not state.has_unanalysed_client_messages:
         return
-    if not await _analysis_wanted(ctx.pool, dialog_id):
+    if not await _analysis_wanted(ctx.pool, state):
         return
     criteria = (state.qualification_prompt or "").strip()
     if ctx.llm is None or not criteria:
@@ -137,30 +139,27 @@ async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, s
              completion_tokens=result.completion_tokens, attempts=result.attempts)
 
 
-async def _analysis_wanted(db: Executor, dialog_id: int) -> bool:
+async def _analysis_wanted(db: Executor, state: DialogState) -> bool:
     """The direction's `analyse` switch: `all`, or `ad_leads` and the lead has a click id."""
-    return bool(await db.fetchval(
-        """SELECT ad.analyse_dialogs = 'all' OR COALESCE(l.ctwa_clid IS NOT NULL, false)
-           FROM dialog_analysis d JOIN account_directions ad ON ad.id = d.direction_id
-           LEFT JOIN leads l ON l.id = d.lead_id WHERE d.id = $1""",
-        dialog_id,
-    ))
+    if state.analyse_all:
+        return True
+    lead = await lead_contact(db, state.lead_id) if state.lead_id is not None else None
+    return lead is not None and lead.ctwa_clid is not None
 
 
 async def _record_undirected(ctx: AppContext, dialog_id: int) -> None:
     """Level 1 of a dialog that belongs to no direction: a `skipped` row naming the instance."""
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """SELECT d.instance_name, l.ad_source_id FROM dialog_analysis d
-               LEFT JOIN leads l ON l.id = d.lead_id WHERE d.id = $1""", dialog_id)
-        if row is None:
+        dialog = await dialog_lead(conn, dialog_id)
+        if dialog is None:
             return
-        ad = (f"and its ad {row['ad_source_id']} is in no direction's ad_ids" if row["ad_source_id"]
-              else "and it came from no ad")
-        reason = (f"no direction: WhatsApp instance {row['instance_name']!r} has no default_direction {ad}; "
+        lead = await lead_contact(conn, dialog.lead_id) if dialog.lead_id is not None else None
+        ad_id = lead.ad_source_id if lead else None
+        ad = f"and its ad {ad_id} is in no direction's ad_ids" if ad_id else "and it came from no ad"
+        reason = (f"no direction: WhatsApp instance {dialog.instance_name!r} has no default_direction {ad}; "
                   "set default_direction on the instance (or the ad id on a direction)")
         await record_levels(conn, dialog_id, [1], "whatsapp", skip_reason=reason)
-    log.warning("qualification.no_direction", dialog_id=dialog_id, instance=row["instance_name"])
+    log.warning("qualification.no_direction", dialog_id=dialog_id, instance=dialog.instance_name)
 
 
 def _detail(acceptance: Acceptance) -> str:

@@ -15,6 +15,8 @@ from capi.outbox import Outbox
 from capi.record import record_event
 from core.settings import Settings
 from qualibot.cli import main
+from qualification.dialogs import mark_sent
+from qualification.door import dialog_contact
 from tests.fakes.graph import FakeGraph
 from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, seed
 
@@ -64,7 +66,7 @@ def outbox(seeded: asyncpg.Pool, http: aiohttp.ClientSession, settings: Settings
     """A fresh sender run (optionally with other settings)."""
 
     def make(**overrides: Any) -> Outbox:
-        return Outbox(seeded, http, settings.model_copy(update=overrides))
+        return Outbox(seeded, http, settings.model_copy(update=overrides), mark_sent)
 
     return make
 
@@ -99,7 +101,8 @@ async def record(
     async with db.acquire() as conn, conn.transaction():
         return await record_event(
             conn, dialog_id=dialog_id, direction_id=kw.pop("direction_id", None), level=level,
-            source=kw.pop("source", "whatsapp"), reached_at=reached_at or datetime.now(UTC), **kw,
+            source=kw.pop("source", "whatsapp"), reached_at=reached_at or datetime.now(UTC),
+            contacts=dialog_contact, **kw,
         )
 
 

@@ -15,6 +15,7 @@ from capi.outbox import Outbox
 from core.context import AppContext
 from core.jobs import JobRegistry, Worker
 from core.settings import Settings
+from qualification.dialogs import mark_sent
 from tests.capi.conftest import log_row, make_dialog, record
 from tests.fakes.graph import FakeGraph
 from tests.helpers import wait_for
@@ -61,7 +62,7 @@ async def workers(
 ) -> AsyncIterator[list[Worker[AppContext]]]:
     """Two job workers (as two processes would run) with the CAPI handlers."""
     registry: JobRegistry[AppContext] = JobRegistry()
-    capi.jobs.register_jobs(registry)
+    capi.jobs.register_jobs(registry, delivered=mark_sent)
     ctx = AppContext(settings=settings, pool=seeded, http=http, llm=None)
     started = [Worker(seeded, registry, ctx, concurrency=2, poll_seconds=0.05, lease_seconds=5) for _ in range(2)]
     tasks = [asyncio.create_task(w.run()) for w in started]

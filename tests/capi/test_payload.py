@@ -10,7 +10,6 @@ from capi.payload import (
     EventFacts,
     audit_request,
     build_event,
-    event_name_for,
     event_value_for,
     request_body,
 )
@@ -50,9 +49,7 @@ def test_optional_parts_are_left_out_when_unknown() -> None:
     assert event["custom_data"] == {"event_level": 2}
 
 
-def test_event_names_and_values_come_from_the_direction_with_seed_defaults() -> None:
-    assert [event_name_for({}, n) for n in (1, 2, 3)] == ["Lead", "CompleteRegistration", "Schedule"]
-    assert event_name_for({"1": "LeadSubmitted"}, 1) == "LeadSubmitted"
+def test_event_values_come_from_the_direction() -> None:
     assert event_value_for({"3": {"value": 250, "currency": "eur"}}, 3) == (250.0, "EUR")
     assert event_value_for({"3": {"value": 250, "currency": "eur"}}, 2) == (None, None)
 

@@ -16,6 +16,7 @@ import pytest
 from capi.jobs import SEND_JOB
 from capi.record import event_id_for, record_event
 from core.migrate import installation_id, migrate
+from qualification.door import dialog_contact
 from tests.capi.conftest import log_row, make_dialog, record
 from tests.dbsetup import fresh_database
 from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, WABA_ID
@@ -139,7 +140,7 @@ async def test_nothing_is_recorded_when_the_callers_transaction_rolls_back(seede
     with pytest.raises(RuntimeError):
         async with seeded.acquire() as conn, conn.transaction():
             await record_event(conn, dialog_id=dialog, direction_id=None, level=1, source="whatsapp",
-                               reached_at=datetime.now(UTC))
+                               reached_at=datetime.now(UTC), contacts=dialog_contact)
             raise RuntimeError("the caller failed")
     assert await seeded.fetchval("SELECT count(*) FROM capi_events_log") == 0
     assert await seeded.fetchval("SELECT count(*) FROM jobs") == 0
@@ -152,7 +153,7 @@ async def test_recorders_do_not_wait_for_each_other_and_the_sender_waits_for_the
     await record(seeded, first, 1)  # a sender run is queued now
     async with seeded.acquire() as conn, conn.transaction():
         await record_event(conn, dialog_id=first, direction_id=None, level=2, source="whatsapp",
-                           reached_at=datetime.now(UTC))
+                           reached_at=datetime.now(UTC), contacts=dialog_contact)
         # another dialog's transaction records and commits meanwhile, without waiting for this one
         assert await asyncio.wait_for(record(seeded, second, 1), 2) == "pending"
         # a worker cannot claim the queued run while this transaction (and its row) is uncommitted

@@ -12,9 +12,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from capi.payload import DEFAULT_EVENT_NAMES
 from qualibot.cli import main
 from tests.seed import PIXEL_ID
+
+SEED_NAMES = {1: "Lead", 2: "CompleteRegistration", 3: "Schedule"}  # the seed's default event names
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,6 @@ async def add_events(
                                         status, error, hint, response, created_at, updated_at)
            SELECT $1, $2, $3, $4, gen_random_uuid()::text, 'whatsapp', $5, $6, $7, $8, $9, $9
            FROM generate_series(1, $10)""",
-        direction, pixel, name or DEFAULT_EVENT_NAMES[level], level, status, error, hint, response,
+        direction, pixel, name or SEED_NAMES[level], level, status, error, hint, response,
         at or datetime.now(UTC), count,
     )

@@ -9,11 +9,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bot.privacy import remove_old_text
 from core.context import AppContext
 from core.retention import POLL_SECONDS, START_SECONDS, RetentionLoop
 from core.settings import Settings
 from qualibot.app import create_app
+from qualification.dialogs import remove_old_text
 from tests.crm.support import FORM, amo_path, body
 from tests.fakes.evolution_webhook import client_message
 from tests.helpers import running, wait_for

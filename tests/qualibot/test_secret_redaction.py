@@ -29,6 +29,7 @@ from qualibot.app import create_app
 from qualibot.secret_values import refresh_secrets
 from qualibot.tenants import parse_config
 from qualibot.tenants_db import apply_config
+from qualification.dialogs import mark_sent
 from qualification.jobs import qualify_dialog
 from tests.capi.conftest import log_row, make_dialog, record
 from tests.crm.support import amo_path, body
@@ -134,7 +135,7 @@ async def test_a_meta_error_echoing_the_token_is_stored_and_logged_without_it(
         await refresh_secrets(db, settings)
         dialog = await make_dialog(db)
         await record(db, dialog, 1)
-        await Outbox(db, http, settings).run()
+        await Outbox(db, http, settings, mark_sent).run()
         assert graph.requests and graph.requests[0]["access_token"] == META_TOKEN
     row = await log_row(db, dialog, 1)
     assert row["status"] == "error" and "Invalid OAuth access token" in row["error"]
