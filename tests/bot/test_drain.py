@@ -73,10 +73,21 @@ async def test_a_removed_instance_does_not_hold_up_the_others(start_bot: StartBo
 async def test_an_operator_message_waiting_for_the_drain_still_stops_the_reply(
     start_bot: StartBot, seeded: asyncpg.Pool, fake_evo: FakeEvolution
 ) -> None:
-    before = replies("intake_pending")
-    # the worker's own drain loop looks once at start, then not for an hour: this test drains by hand
+    # the worker's own drain loop looks once at start, then not for an hour (and no new message wakes
+    # it: the intake's NOTIFY trigger is off): this test drains by hand
     # the buffer leaves the operator's message time to arrive before the dialog job runs, even on a
     # loaded machine (with 0.5 s a slow post let the job reply first)
+    await seeded.execute("ALTER TABLE messages DISABLE TRIGGER messages_notify")
+    try:
+        await _operator_message_waits(start_bot, seeded)
+    finally:
+        await seeded.execute("ALTER TABLE messages ENABLE TRIGGER messages_notify")
+    assert fake_evo.requests == []
+    assert await seeded.fetchval("SELECT bot_paused_until > now() FROM dialog_analysis")
+
+
+async def _operator_message_waits(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
+    before = replies("intake_pending")
     async with start_bot(buffer_seconds=3, intake_poll_seconds=3600) as bot:
         await bot.post(text_message(PHONE, "Oi", "3EB0WAIT1"))
         # linked by that first look or by this test's drain: the dialog job is then due in 3 s
@@ -85,8 +96,6 @@ async def test_an_operator_message_waiting_for_the_drain_still_stops_the_reply(
         await wait_for(lambda: _above(replies("intake_pending"), before), what="the dialog job to see the wait")
         assert await bot.drain() == 1  # links the operator message: pause, and the dialog's next run
         await wait_for(lambda: _done(seeded), what="the dialog's next run")
-    assert fake_evo.requests == []
-    assert await seeded.fetchval("SELECT bot_paused_until > now() FROM dialog_analysis")
     assert bot.qualified == [await seeded.fetchval("SELECT id FROM dialog_analysis")]
 
 

@@ -1,0 +1,29 @@
+-- One queue (core/jobs.py, bot/drain.py, capi/jobs.py).
+-- tenant: the account (or CRM connection) a job works for; with its name it forms the group that
+-- fair claiming takes turns over, so one tenant's or one kind's flood cannot starve the others.
+ALTER TABLE jobs ADD COLUMN tenant text;
+CREATE INDEX jobs_due_group ON jobs (name, tenant, run_at) WHERE status = 'queued';
+-- One running job per key: a second run of the same (name, key) waits until the first finishes
+-- (the claim skips it); this index is the backstop should two claims ever race.
+CREATE UNIQUE INDEX jobs_running_key ON jobs (name, key) WHERE status = 'running' AND key IS NOT NULL;
+-- purging finished (failed) jobs past QUALIBOT_JOB_RETENTION_DAYS finds them by age
+CREATE INDEX jobs_failed_at ON jobs (updated_at) WHERE status = 'failed';
+
+-- Wake-ups: an idle worker LISTENs instead of polling. NOTIFY is delivered at commit, and only if
+-- the transaction commits, so a wake-up never arrives before the work it announces is visible.
+-- One notification per statement (and PostgreSQL folds equal ones within a transaction).
+CREATE FUNCTION qualibot_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(TG_ARGV[0], '');
+    RETURN NULL;
+END $$;
+-- a job became due or moved (enqueue, debounce, retry): the workers look again at their next run time
+CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE OF run_at ON jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION qualibot_notify('qualibot_jobs');
+-- a message arrived for the intake drain
+CREATE TRIGGER messages_notify AFTER INSERT ON messages
+    FOR EACH STATEMENT EXECUTE FUNCTION qualibot_notify('qualibot_intake');
+
+-- The self-rescheduling `capi.send` job retired: the outbox sender is a worker loop woken by
+-- NOTIFY qualibot_capi (sent in the transaction that makes a row pending) and by its next due row.
+DELETE FROM jobs WHERE name = 'capi.send';
