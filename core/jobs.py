@@ -457,7 +457,7 @@ class Worker(Generic[DepsT]):
             JOBS_DONE.labels(job.name, "failed" if final else "error").inc()
             error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TimeoutError) and not str(exc):
-                error = f"timed out after {timeout:g} s and was cancelled"
+                error = f"TimeoutError: timed out after {timeout:g} s and was cancelled"
             log.warning("job.failed", job=job.name, job_id=job.id, attempt=job.attempts, final=final, error=error)
             delay = backoff_delay(job.attempts, spec.backoff_base, spec.backoff_max)
             # stored in jobs.last_error: an exception may quote a peer's answer, and with it a secret
