@@ -31,7 +31,10 @@ async def schedule_send(db: Executor) -> None:
 
 
 async def send_step(ctx: AppContext) -> float:
-    """One sender run; returns the seconds until the next pending row is due (`IDLE`: none)."""
+    """One sender run if a row is due; returns the seconds until the next one is (`IDLE`: none)."""
+    delay = await next_due_in(ctx.pool)  # one look, instead of a claim per lane, when nothing is due
+    if delay is None or delay > 0:
+        return IDLE if delay is None else delay
     stats = await Outbox(ctx.pool, ctx.http, ctx.settings).run()
     if stats.requests or stats.failed:
         log.info("capi.sender_run", sent=stats.sent, failed=stats.failed, retried=stats.retried,

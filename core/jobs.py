@@ -276,6 +276,8 @@ class Worker(Generic[DepsT]):
         self._listening = False
         self._listener: asyncio.Task[None] | None = None
         self._claiming: asyncio.Task[None] | None = None
+        self._next_due: float | None = None  # seconds until the next job is due, as the last claim saw
+        self._due_known = False
 
     async def run(self) -> None:
         log.info("worker.started", worker=self.worker_id, concurrency=self.concurrency)
@@ -318,11 +320,9 @@ class Worker(Generic[DepsT]):
             return self.poll_seconds
         if full:
             return self.idle_poll_seconds  # a finishing job wakes the loop
-        try:
-            due = await self.pool.fetchval(_NEXT_DUE_SQL)
-        except Exception as exc:
-            log.warning("worker.claim_failed", error=str(exc), error_type=type(exc).__name__)
-            return self.poll_seconds
+        if not self._due_known:
+            return self.poll_seconds  # the claim failed: the database is away
+        due = self._next_due
         if due is None:
             return self.idle_poll_seconds
         if due <= 0:  # due but not claimed: its group is at its cap here, or another worker holds it
@@ -426,13 +426,19 @@ class Worker(Generic[DepsT]):
         log.info("worker.stopped", worker=self.worker_id)
 
     async def _claim(self, limit: int) -> list[tuple[Job, uuid.UUID]]:
+        """Claim up to `limit` due jobs; when fewer came, also learn when the next one is due."""
         token = uuid.uuid4()
         groups = list(self._groups.items())
-        rows = await self.pool.fetch(
-            _CLAIM_SQL, limit, token, self.group_slots,
-            [g[0] for g, _ in groups], [g[1] for g, _ in groups], [n for _, n in groups],
-            self.lease_seconds,
-        )
+        self._due_known = False
+        async with self.pool.acquire() as conn:  # one connection for both: one reset, not two
+            rows = await conn.fetch(
+                _CLAIM_SQL, limit, token, self.group_slots,
+                [g[0] for g, _ in groups], [g[1] for g, _ in groups], [n for _, n in groups],
+                self.lease_seconds,
+            )
+            if len(rows) < limit:
+                self._next_due = await conn.fetchval(_NEXT_DUE_SQL)
+                self._due_known = True
         return [(Job(**dict(r)), token) for r in rows]
 
     async def _execute(self, job: Job, token: uuid.UUID) -> None:
