@@ -64,11 +64,11 @@ INTAKE_CHANNEL = "qualibot_intake"  # NOTIFYed by the messages table's trigger (
 DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
 
 # a chat's partition; the same expression in both statements below
-_PART = f"(hashtext(m.instance_name || ' ' || m.contact) & {PARTITIONS - 1})"
+PART_SQL = f"(hashtext(m.instance_name || ' ' || m.contact) & {PARTITIONS - 1})"
 
 # the partitions of the first waiting messages, with how many each holds
 WAITING_SQL = f"""
-SELECT {_PART} AS part, count(*)::int AS n FROM (
+SELECT {PART_SQL} AS part, count(*)::int AS n FROM (
     SELECT m.instance_name, m.contact FROM messages m
     WHERE m.dialog_id IS NULL AND m.intake_error IS NULL
       AND EXISTS (SELECT 1 FROM whatsapp_instances i WHERE i.name = m.instance_name)
@@ -83,7 +83,7 @@ SELECT array_agg(w.id ORDER BY w.id) AS ids,
        extract(epoch FROM clock_timestamp() - min(w.created_at))::float8 AS lag,
        COALESCE(bool_or(w.is_lid OR w.lid IS NOT NULL), false) AS lids FROM (
     SELECT m.id, m.created_at, m.is_lid, m.lid FROM messages m
-    WHERE m.dialog_id IS NULL AND m.intake_error IS NULL AND {_PART} = ANY ($2::int[])
+    WHERE m.dialog_id IS NULL AND m.intake_error IS NULL AND {PART_SQL} = ANY ($2::int[])
       AND EXISTS (SELECT 1 FROM whatsapp_instances i WHERE i.name = m.instance_name)
     ORDER BY m.id LIMIT $1
 ) w

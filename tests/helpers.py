@@ -39,3 +39,19 @@ async def running(app: web.Application, host: str = "127.0.0.1") -> AsyncIterato
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def notifications(pool: Any, channel: str) -> AsyncIterator[list[str]]:
+    """The NOTIFYs on `channel` (e.g. the CAPI sender's wake-ups) a listening connection sees meanwhile."""
+    seen: list[str] = []
+
+    def heard(_conn: object, _pid: int, name: str, _payload: object) -> None:
+        seen.append(name)
+
+    async with pool.acquire() as conn:
+        await conn.add_listener(channel, heard)
+        try:
+            yield seen
+        finally:
+            await conn.remove_listener(channel, heard)

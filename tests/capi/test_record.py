@@ -6,8 +6,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,22 +19,13 @@ from capi.record import event_id_for, record_event
 from core.migrate import installation_id, migrate
 from tests.capi.conftest import log_row, make_dialog, record
 from tests.dbsetup import fresh_database
-from tests.helpers import wait_for
+from tests.helpers import notifications, wait_for
 from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, WABA_ID
 
 
-@asynccontextmanager
-async def capi_wakeups(pool: asyncpg.Pool) -> AsyncIterator[list[str]]:
+def capi_wakeups(pool: asyncpg.Pool) -> AbstractAsyncContextManager[list[str]]:
     """The CAPI sender's wake-ups (NOTIFY qualibot_capi) seen by a listening connection."""
-    seen: list[str] = []
-
-    def heard(_conn: object, _pid: int, channel: str, _payload: object) -> None:
-        seen.append(channel)
-
-    async with pool.acquire() as conn:
-        await conn.add_listener(CAPI_CHANNEL, heard)
-        yield seen
-        await conn.remove_listener(CAPI_CHANNEL, heard)
+    return notifications(pool, CAPI_CHANNEL)
 
 
 async def _count_is(items: list[str], n: int) -> bool:
