@@ -31,10 +31,10 @@ Semantics:
 - A registered *loop* is a step the worker runs again and again beside the jobs (the intake
   drain, the CAPI sender, retention): each step returns how many seconds to wait before the next
   (`IDLE`: until woken); a step that raises is logged and tried again after `LOOP_ERROR_SECONDS`.
-- Wake-ups: each worker holds one LISTEN connection. A trigger NOTIFYs `qualibot_jobs` when a job
-  is inserted or its run time moves (migration 014), so a due job starts at once; an idle worker
-  sleeps until the earliest queued run time (or lease end), the wake-up, or `idle_poll_seconds`,
-  the safety poll against a lost notification. A loop registered with `wake=channel` is woken
+- Wake-ups: each worker holds one LISTEN connection (its own, beside the pool). A trigger NOTIFYs
+  `qualibot_jobs` when a job is inserted or its run time moves (migration 014), so a due job starts
+  at once; an idle worker sleeps until the earliest queued run time (or lease end), the wake-up,
+  or `idle_poll_seconds`, the safety poll against a lost notification. A loop registered with `wake=channel` is woken
   by that channel (`notify`, sent in the transaction that creates the work: PostgreSQL delivers
   it at commit, so the work is visible when the wake-up arrives). When the LISTEN connection is
   lost, the worker polls every `poll_seconds` until it is back, then wakes everything once.
@@ -50,6 +50,7 @@ self-rescheduling `capi.send` job, and the `FOR SHARE` read that kept it alive, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import uuid
@@ -289,8 +290,8 @@ class Worker(Generic[DepsT]):
         self._claiming = asyncio.current_task()
         try:
             await self._claim_loop()
-        finally:  # the listener sees the stop and unlistens; cancelled only if the database hangs
-            await asyncio.wait({self._listener}, timeout=5.0)
+        finally:  # stopped or cancelled: the loops end, the LISTEN connection goes back to the pool
+            self._stopping.set()
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
 
@@ -309,7 +310,7 @@ class Worker(Generic[DepsT]):
                 self._groups[group] += 1
                 task = asyncio.create_task(self._execute(job, token))
                 self._tasks.add(task)
-                task.add_done_callback(lambda t, g=group: self._done(t, g))
+                task.add_done_callback(functools.partial(self._done, group=group))
             if claimed and len(self._tasks) < self.concurrency:
                 continue  # there may be more due right now
             await self._sleep(await self._next_wait(full=len(self._tasks) >= self.concurrency))
@@ -341,23 +342,29 @@ class Worker(Generic[DepsT]):
         while not self._stopping.is_set():
             lost = asyncio.Event()
             try:
-                async with self.pool.acquire() as conn:
+                conn = await self._connect()
+                try:
                     conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                    try:
-                        for channel in channels:
-                            await conn.add_listener(channel, self._notified)
-                        self._listening = True
-                        self._wake_all()
-                        while not lost.is_set() and not conn.is_closed() and not self._stopping.is_set():
-                            await self._sleep_loop(self.idle_poll_seconds, lost)
-                    finally:
-                        self._listening = False
-                        if not conn.is_closed():
-                            for channel in channels:
-                                await conn.remove_listener(channel, self._notified)
+                    for channel in channels:
+                        await conn.add_listener(channel, self._notified)
+                    self._listening = True
+                    self._wake_all()
+                    while not lost.is_set() and not conn.is_closed() and not self._stopping.is_set():
+                        await self._sleep_loop(self.idle_poll_seconds, lost)
+                finally:
+                    self._listening = False
+                    conn.terminate()  # the session ends, and its LISTENs with it
             except Exception as exc:  # database away: poll meanwhile, listen again when it is back
                 log.warning("worker.listen_failed", error=str(exc), error_type=type(exc).__name__)
             await self._sleep(LISTEN_RETRY_SECONDS, self._stopping)
+
+    async def _connect(self) -> asyncpg.Connection:
+        """A connection of its own for LISTEN, with the pool's connect arguments: held for the
+        worker's life, it must not take one of the pool's connections from the jobs."""
+        connection: asyncpg.Connection = await asyncpg.connect(
+            *self.pool._connect_args, **self.pool._connect_kwargs  # asyncpg has no public getter
+        )
+        return connection
 
     def _notified(self, _conn: object, _pid: int, channel: str, _payload: object) -> None:
         for event in self._wakes.get(channel, ()):
@@ -400,7 +407,7 @@ class Worker(Generic[DepsT]):
             log.info("jobs.purged", rows=removed, retention_days=self.retention_days)
         return 0.0 if removed >= PURGE_BATCH else PURGE_SECONDS
 
-    def _done(self, task: asyncio.Task[None], group: Group) -> None:
+    def _done(self, task: asyncio.Task[None], *, group: Group) -> None:
         self._tasks.discard(task)
         self._groups[group] -= 1
         if self._groups[group] <= 0:
@@ -437,8 +444,11 @@ class Worker(Generic[DepsT]):
                 self.lease_seconds,
             )
             if len(rows) < limit:
-                self._next_due = await conn.fetchval(_NEXT_DUE_SQL)
-                self._due_known = True
+                try:
+                    self._next_due = await conn.fetchval(_NEXT_DUE_SQL)
+                    self._due_known = True
+                except Exception as exc:  # the claimed jobs must still run: only the timer is unknown
+                    log.warning("worker.claim_failed", error=str(exc), error_type=type(exc).__name__)
         return [(Job(**dict(r)), token) for r in rows]
 
     async def _execute(self, job: Job, token: uuid.UUID) -> None:
