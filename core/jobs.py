@@ -120,6 +120,7 @@ class JobRegistry(Generic[DepsT]):
     specs: dict[str, JobSpec[DepsT]] = field(default_factory=dict)
     loops: dict[str, LoopStep[DepsT]] = field(default_factory=dict)
     wakes: dict[str, str] = field(default_factory=dict)  # loop name → the channel that wakes it
+    intervals: dict[str, float] = field(default_factory=dict)  # loop name → its least time between steps
 
     def register(
         self, name: str, handler: Handler[DepsT], *, backoff_base: float = 2.0, backoff_max: float = 600.0,
@@ -129,12 +130,19 @@ class JobRegistry(Generic[DepsT]):
             raise ValueError(f"job {name!r} is registered twice")
         self.specs[name] = JobSpec(handler, backoff_base, backoff_max, timeout)
 
-    def register_loop(self, name: str, step: LoopStep[DepsT], *, wake: str | None = None) -> None:
+    def register_loop(
+        self, name: str, step: LoopStep[DepsT], *, wake: str | None = None, min_interval: float = 0.0
+    ) -> None:
+        """`wake`: the channel whose NOTIFY starts the next step at once; `min_interval`: but never
+        sooner than this after the previous step began (under load, wake-ups then gather work into
+        batches instead of starting a step per notification)."""
         if name in self.loops:
             raise ValueError(f"loop {name!r} is registered twice")
         self.loops[name] = step
         if wake is not None:
             self.wakes[name] = wake
+        if min_interval > 0:
+            self.intervals[name] = min_interval
 
 
 async def enqueue(
@@ -379,8 +387,11 @@ class Worker(Generic[DepsT]):
         wake = asyncio.Event()
         if channel is not None:
             self._wakes.setdefault(channel, []).append(wake)
+        clock = asyncio.get_running_loop().time
+        min_interval = self.registry.intervals.get(name, 0.0)
         while not self._stopping.is_set():
             wake.clear()  # before the step: a wake-up during it brings the next one forward
+            started = clock()
             try:
                 wait = await step(self.deps)
             except Exception as exc:  # database away, most likely: the next step tries again
@@ -392,6 +403,9 @@ class Worker(Generic[DepsT]):
                 wait = min(wait, self.poll_seconds)
             if wait > 0 and not self._stopping.is_set():
                 await self._sleep_loop(wait, wake if channel is not None else None)
+                rest = started + min_interval - clock()
+                if rest > 0:  # woken early: let more work gather first
+                    await self._sleep_loop(rest, None)
 
     async def _sleep_loop(self, seconds: float, wake: asyncio.Event | None) -> None:
         waits = [asyncio.ensure_future(self._stopping.wait())]

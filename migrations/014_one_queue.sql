@@ -20,9 +20,20 @@ END $$;
 -- a job became due or moved (enqueue, debounce, retry): the workers look again at their next run time
 CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE OF run_at ON jobs
     FOR EACH STATEMENT EXECUTE FUNCTION qualibot_notify('qualibot_jobs');
--- a message arrived for the intake drain
+-- A message arrived for the intake drain, and none was waiting before it: the drains may be idle.
+-- Only then: a NOTIFY holds a database-wide lock through its commit, so one per webhook would
+-- serialise the intake's commits. While messages wait, a drain is at work and looks again after
+-- every batch that linked something (bot/drain.py), until a look finds nothing.
+CREATE FUNCTION qualibot_notify_intake() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM messages m
+                   WHERE m.dialog_id IS NULL AND m.intake_error IS NULL AND m.id < NEW.id) THEN
+        PERFORM pg_notify('qualibot_intake', '');
+    END IF;
+    RETURN NULL;
+END $$;
 CREATE TRIGGER messages_notify AFTER INSERT ON messages
-    FOR EACH STATEMENT EXECUTE FUNCTION qualibot_notify('qualibot_intake');
+    FOR EACH ROW WHEN (NEW.dialog_id IS NULL) EXECUTE FUNCTION qualibot_notify_intake();
 
 -- The self-rescheduling `capi.send` job retired: the outbox sender is a worker loop woken by
 -- NOTIFY qualibot_capi (sent in the transaction that makes a row pending) and by its next due row.

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from bot.drain import BATCH, LOCK_KEY, PART_SQL, DrainLoop, drain
+from bot.drain import BATCH, LOCK_KEY, PART_SQL, PARTITIONS, DrainLoop, drain
 from core.context import AppContext
 from tests.bot.conftest import Bot, StartBot, text_message
 from tests.fakes.evolution import FakeEvolution
@@ -74,29 +74,28 @@ async def test_a_removed_instance_does_not_hold_up_the_others(start_bot: StartBo
 async def test_an_operator_message_waiting_for_the_drain_still_stops_the_reply(
     start_bot: StartBot, seeded: asyncpg.Pool, fake_evo: FakeEvolution
 ) -> None:
-    # the worker's own drain loop looks once at start, then not for an hour (and no new message wakes
-    # it: the intake's NOTIFY trigger is off): this test drains by hand
+    before = replies("intake_pending")
     # the buffer leaves the operator's message time to arrive before the dialog job runs, even on a
     # loaded machine (with 0.5 s a slow post let the job reply first)
-    await seeded.execute("ALTER TABLE messages DISABLE TRIGGER messages_notify")
-    try:
-        await _operator_message_waits(start_bot, seeded)
-    finally:
-        await seeded.execute("ALTER TABLE messages ENABLE TRIGGER messages_notify")
+    async with start_bot(buffer_seconds=3) as bot:
+        await bot.post(text_message(PHONE, "Oi", "3EB0WAIT1"))
+        await wait_for(lambda: _linked(bot), what="the client message to be linked")  # its job: due in 3 s
+        # every drain busy elsewhere: another transaction holds all the chats' partitions
+        async with seeded.acquire() as busy:
+            transaction = busy.transaction()
+            await transaction.start()
+            await busy.execute("SELECT pg_advisory_xact_lock($1, p) FROM generate_series(0, $2 - 1) p",
+                               LOCK_KEY, PARTITIONS)
+            try:
+                await bot.post(text_message(PHONE, "Oi, aqui é a Ana", "3EB0WAIT2", from_me=True))
+                await wait_for(lambda: _above(replies("intake_pending"), before), what="the dialog job to see the wait")
+            finally:
+                await transaction.commit()
+        # free again: a drain links the operator message (pause, and the dialog's next run)
+        await wait_for(lambda: _none_waiting(seeded), what="the operator message to be linked")
+        await wait_for(lambda: _done(seeded), what="the dialog's next run")
     assert fake_evo.requests == []
     assert await seeded.fetchval("SELECT bot_paused_until > now() FROM dialog_analysis")
-
-
-async def _operator_message_waits(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
-    before = replies("intake_pending")
-    async with start_bot(buffer_seconds=3, intake_poll_seconds=3600) as bot:
-        await bot.post(text_message(PHONE, "Oi", "3EB0WAIT1"))
-        # linked by that first look or by this test's drain: the dialog job is then due in 3 s
-        await wait_for(lambda: _linked(bot), what="the client message to be linked")
-        await bot.post(text_message(PHONE, "Oi, aqui é a Ana", "3EB0WAIT2", from_me=True))
-        await wait_for(lambda: _above(replies("intake_pending"), before), what="the dialog job to see the wait")
-        assert await bot.drain() == 1  # links the operator message: pause, and the dialog's next run
-        await wait_for(lambda: _done(seeded), what="the dialog's next run")
     assert bot.qualified == [await seeded.fetchval("SELECT id FROM dialog_analysis")]
 
 
@@ -198,6 +197,10 @@ async def _settled(db: asyncpg.Pool) -> bool:
         """SELECT count(*) FILTER (WHERE dialog_id IS NOT NULL) = 3
                   AND count(*) FILTER (WHERE intake_error IS NOT NULL) = 1
            FROM messages"""))
+
+
+async def _none_waiting(db: asyncpg.Pool) -> bool:
+    return bool(await db.fetchval("SELECT count(*) = 0 FROM messages WHERE dialog_id IS NULL"))
 
 
 async def _all_linked(db: asyncpg.Pool) -> bool:
