@@ -26,8 +26,12 @@ CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE OF run_at ON jobs
 -- every batch that linked something (bot/drain.py), until a look finds nothing.
 CREATE FUNCTION qualibot_notify_intake() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM messages m
-                   WHERE m.dialog_id IS NULL AND m.intake_error IS NULL AND m.id < NEW.id) THEN
+    -- the nearest waiting message below this one, read backwards from it: under load the first
+    -- index entry, not a walk over the linked (dead) entries of the whole backlog
+    PERFORM 1 FROM messages m
+    WHERE m.dialog_id IS NULL AND m.intake_error IS NULL AND m.id < NEW.id AND m.id >= NEW.id - 1000
+    ORDER BY m.id DESC LIMIT 1;
+    IF NOT FOUND THEN  -- (a message more than 1000 ids back may still wait: one NOTIFY too many)
         PERFORM pg_notify('qualibot_intake', '');
     END IF;
     RETURN NULL;
