@@ -244,4 +244,4 @@ class DrainLoop:
         if done >= batch:
             return 0.0
         self.quiet = 0 if done else self.quiet + 1
-        return min(DRAIN_MIN_INTERVAL * 2 ** min(self.quiet, 16), ctx.settings.intake_poll_seconds)
+        return min(DRAIN_MIN_INTERVAL * 2.0 ** min(self.quiet, 16), ctx.settings.intake_poll_seconds)
