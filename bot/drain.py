@@ -14,10 +14,19 @@ at a time, and in one transaction:
    "dialog:<id>", mode="debounce", delay=buffer, max_wait=buffer_max)`, from the messages' own
    receipt times (set-wise, with `core.jobs.keyed_conflict`, the queue's own conflict rule).
 Set-based statements over a batch cost far less per message than the same writes per webhook,
-and they keep that work off the path Evolution waits on. One drain runs at a time (a transaction
-advisory lock; the others skip), so batches apply in arrival order and "first referral wins"
-holds across them. The statements join real tables through their indexes, never two CTEs, so a
-generic plan that guesses a batch of one row stays linear for a batch of 500.
+and they keep that work off the path Evolution waits on. Drains run in every worker at once, over
+`PARTITIONS` partitions of the chats (a hash of instance and contact): a drain first takes
+transaction advisory locks on partitions that have waiting messages (`pg_try_advisory_xact_lock`,
+skipping those another drain holds, starting at a random one, enough for about a batch), then, in a
+new statement (a snapshot taken after the locks), claims the waiting messages of those partitions
+in arrival order. A chat lives in one partition, so its messages are linked by one drain at a
+time, once, in order, and "first referral wins" holds across batches. (A LID merge touches two
+chats, possibly in two partitions: their row locks serialize it, and a deadlock rolls the batch
+back for the next drain.) The messages table's trigger NOTIFYs `INTAKE_CHANNEL` when a message
+arrives with none waiting before it, so an idle drain wakes at once instead of polling; a busy one
+looks again after each batch that linked something.
+The statements join real tables through their indexes, never two CTEs, so a generic plan that
+guesses a batch of one row stays linear for a batch of 500.
 A message whose instance was removed is left waiting, not linked; a crash mid-batch rolls back
 and the next drain takes the same messages again. A batch that fails on bad data (an error no
 retry can fix) is retried one message at a time, and the message that fails alone is set aside
@@ -25,6 +34,8 @@ retry can fix) is retried one message at a time, and the message that fails alon
 """
 
 from __future__ import annotations
+
+import random
 
 import asyncpg
 
@@ -47,17 +58,36 @@ BATCH = 500
 # on the drain's result (a reply, a CAPI event) commits synchronously first, which flushes the
 # drain's WAL with it.
 SESSION = "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL synchronous_commit = off"
-LOCK_KEY = 7_301_001  # pg advisory lock: one drain at a time across processes
+LOCK_KEY = 7_301_001  # pg advisory lock namespace: (LOCK_KEY, partition) is held by one drain at a time
+PARTITIONS = 16  # fixed: every process must cut the chats the same way
+INTAKE_CHANNEL = "qualibot_intake"  # NOTIFYed by the messages table's trigger (migration 014)
+# a woken drain starts at once after a quiet spell, but under load no more than this often, so
+# messages arriving meanwhile gather into one batch (a batch per message costs 2-3 × the CPU)
+DRAIN_MIN_INTERVAL = 0.1
 # deterministic problems of the data itself (SQLSTATE classes 22, 23, 54): retrying cannot help
 DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
 
-CLAIM_SQL = """
-WITH lock AS (SELECT pg_try_advisory_xact_lock($2) AS ok)
+# a chat's partition; the same expression in both statements below
+PART_SQL = f"(hashtext(m.instance_name || ' ' || m.contact) & {PARTITIONS - 1})"
+
+# the partitions of the first waiting messages, with how many each holds
+WAITING_SQL = f"""
+SELECT {PART_SQL} AS part, count(*)::int AS n FROM (
+    SELECT m.instance_name, m.contact FROM messages m
+    WHERE m.dialog_id IS NULL AND m.intake_error IS NULL
+      AND EXISTS (SELECT 1 FROM whatsapp_instances i WHERE i.name = m.instance_name)
+    ORDER BY m.id LIMIT $1
+) m GROUP BY 1
+"""
+
+LOCK_SQL = "SELECT COALESCE(array_agg(p), '{}') FROM unnest($1::int[]) p WHERE pg_try_advisory_xact_lock($2, p)"
+
+CLAIM_SQL = f"""
 SELECT array_agg(w.id ORDER BY w.id) AS ids,
        extract(epoch FROM clock_timestamp() - min(w.created_at))::float8 AS lag,
        COALESCE(bool_or(w.is_lid OR w.lid IS NOT NULL), false) AS lids FROM (
     SELECT m.id, m.created_at, m.is_lid, m.lid FROM messages m
-    WHERE m.dialog_id IS NULL AND m.intake_error IS NULL AND (SELECT ok FROM lock)
+    WHERE m.dialog_id IS NULL AND m.intake_error IS NULL AND {PART_SQL} = ANY ($2::int[])
       AND EXISTS (SELECT 1 FROM whatsapp_instances i WHERE i.name = m.instance_name)
     ORDER BY m.id LIMIT $1
 ) w
@@ -121,11 +151,11 @@ WITH linked AS (
     UPDATE messages m SET dialog_id = d.id
     FROM dialog_analysis d
     WHERE m.id = ANY ($1::bigint[]) AND d.instance_name = m.instance_name AND d.contact_phone = m.contact
-    RETURNING m.dialog_id, m.created_at
+    RETURNING m.dialog_id, m.created_at, d.account_id
 )
-INSERT INTO jobs (name, key, payload, run_at, first_queued_at)
+INSERT INTO jobs (name, key, payload, run_at, first_queued_at, tenant)
 SELECT $2::text, 'dialog:' || dialog_id, jsonb_build_object('dialog_id', dialog_id),
-       max(created_at) + make_interval(secs => $3::float8), min(created_at)
+       max(created_at) + make_interval(secs => $3::float8), min(created_at), min(account_id)
 FROM linked GROUP BY dialog_id ORDER BY dialog_id
 {keyed_conflict("debounce", "$4::float8")}
 """
@@ -140,7 +170,10 @@ async def drain(pool: asyncpg.Pool, settings: Settings, batch: int = BATCH) -> i
     try:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(SESSION)
-            claimed = await conn.fetchrow(CLAIM_SQL, batch, LOCK_KEY)
+            parts = await lock_partitions(conn, batch)
+            if not parts:
+                return 0
+            claimed = await conn.fetchrow(CLAIM_SQL, batch, parts)
             assert claimed is not None  # an aggregate: always one row
             ids = list(claimed["ids"] or [])
             if not ids:
@@ -160,6 +193,25 @@ async def drain(pool: asyncpg.Pool, settings: Settings, batch: int = BATCH) -> i
     return len(ids)
 
 
+async def lock_partitions(conn: asyncpg.Connection, batch: int) -> list[int]:
+    """Lock (for this transaction) partitions holding about `batch` waiting messages, skipping the
+    ones other drains hold; [] when nothing waits or every waiting partition is taken."""
+    waiting = await conn.fetch(WAITING_SQL, 2 * batch)
+    start = random.randrange(PARTITIONS)  # noqa: S311  # processes starting at different partitions share the work
+    order = sorted(waiting, key=lambda r: (r["part"] - start) % PARTITIONS)
+    chunk: list[int] = []
+    held = 0
+    for i, row in enumerate(order):
+        chunk.append(row["part"])
+        held += row["n"]
+        if held >= batch or i == len(order) - 1:
+            locked: list[int] = await conn.fetchval(LOCK_SQL, chunk, LOCK_KEY)
+            if locked:
+                return locked
+            chunk, held = [], 0  # all held by other drains: try the next ones
+    return []
+
+
 async def set_aside(pool: asyncpg.Pool, message_id: int, exc: Exception) -> None:
     error = f"{type(exc).__name__}: {exc}"[:500]
     await pool.execute("UPDATE messages SET intake_error = $2 WHERE id = $1", message_id, error)
@@ -172,6 +224,7 @@ class DrainLoop:
 
     def __init__(self) -> None:
         self.one_by_one = 0  # messages left to take singly
+        self.quiet = 0  # looks in a row that found nothing
 
     async def __call__(self, ctx: AppContext) -> float:
         batch = 1 if self.one_by_one else BATCH
@@ -184,5 +237,11 @@ class DrainLoop:
             return 0.0
         if self.one_by_one:
             self.one_by_one = self.one_by_one - 1 if done else 0
-        # at once again after a full batch (or while going singly), else after the poll interval
-        return 0.0 if done >= batch else ctx.settings.intake_poll_seconds
+        # At once again after a full batch (or while going singly). Otherwise a message may have
+        # arrived without a NOTIFY (others were waiting when it was inserted; its commit may land
+        # after this look): look again after DRAIN_MIN_INTERVAL, then at doubling intervals while
+        # nothing comes, up to the safety poll; a NOTIFY cuts any of these waits short.
+        if done >= batch:
+            return 0.0
+        self.quiet = 0 if done else self.quiet + 1
+        return min(DRAIN_MIN_INTERVAL * 2.0 ** min(self.quiet, 16), ctx.settings.intake_poll_seconds)

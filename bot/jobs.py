@@ -14,7 +14,7 @@ LLM errors are retried a few times with the job's backoff, then the burst goes u
 from __future__ import annotations
 
 from bot import dialogs
-from bot.drain import DrainLoop
+from bot.drain import DRAIN_MIN_INTERVAL, INTAKE_CHANNEL, DrainLoop
 from bot.evolution import EvolutionClient
 from bot.intake import DIALOG_JOB
 from bot.operator import reply_withheld
@@ -87,5 +87,5 @@ async def process_dialog(ctx: AppContext, job: Job) -> None:
 def register_jobs(registry: JobRegistry[AppContext]) -> None:
     """Register this package's job handlers by name."""
     registry.register(DIALOG_JOB, process_dialog, backoff_base=2.0, backoff_max=120.0)
-    registry.register_loop("bot.drain", DrainLoop())
+    registry.register_loop("bot.drain", DrainLoop(), wake=INTAKE_CHANNEL, min_interval=DRAIN_MIN_INTERVAL)
     registry.register_loop("bot.retention", RetentionLoop("message text", remove_old_text))

@@ -1,9 +1,11 @@
-"""The sender job: `capi.send` drains the outbox (`capi.outbox`) and reschedules itself.
+"""The CAPI sender: a `core.jobs` loop that drains the outbox (`capi.outbox`) when woken.
 
-One coalescing key: however many decisions are recorded in a burst, one sender run is queued
-(at the earliest requested time). A run that is already going does not absorb new enqueues, so a
-decision committed during a run queues the next run; two runs may then overlap, which the
-outbox's SKIP LOCKED claims make safe.
+The transaction that makes a row pending calls `schedule_send`, which NOTIFYs `CAPI_CHANNEL`:
+PostgreSQL delivers it when that transaction commits, so every worker's sender loop wakes with the
+row already visible, and a rolled-back decision wakes nobody. After a run the loop sleeps until the
+earliest pending row is due (a retry's backoff, a lease running out), a wake-up, or the worker's
+safety poll. Any number of loops, in any processes, may run at once: the outbox's SKIP LOCKED
+claims make that safe (`capi.ledger`).
 """
 
 from __future__ import annotations
@@ -14,45 +16,36 @@ from capi.hooks import DeliveryHook
 from capi.ledger import next_due_in
 from capi.outbox import Outbox
 from core.context import AppContext
-from core.jobs import Executor, Job, JobRegistry, enqueue
+from core.jobs import IDLE, Executor, JobRegistry, notify
 from core.logging import get_logger
 
 log = get_logger("capi.jobs")
 
-SEND_JOB = "capi.send"
-SEND_KEY = "outbox"
+SEND_LOOP = "capi.send"
+CAPI_CHANNEL = "qualibot_capi"
 # a run that finds due rows it could not claim (another sender holds them) looks again this soon
 _MIN_RESCHEDULE = 0.1
 
 
-async def schedule_send(db: Executor, delay: float = 0.0) -> None:
-    """Queue a sender run in `delay` seconds (coalesced with any queued run: the earlier time wins).
-
-    Call it with the connection of the transaction that made rows pending. When a run is already
-    queued early enough, it is only share-locked: workers claim jobs with SKIP LOCKED, so that run
-    cannot start before this transaction commits (and so cannot miss its rows), while concurrent
-    recorders share the lock instead of queueing behind one another on the job's row."""
-    delay = max(delay, 0.0)
-    queued = await db.fetchval(
-        """SELECT 1 FROM jobs WHERE name = $1 AND key = $2 AND status = 'queued'
-              AND run_at <= now() + make_interval(secs => $3)
-           FOR SHARE""",
-        SEND_JOB, SEND_KEY, delay,
-    )
-    if queued is None:
-        await enqueue(db, SEND_JOB, {}, key=SEND_KEY, delay=delay, mode="coalesce", max_attempts=1000)
+async def schedule_send(db: Executor) -> None:
+    """Wake the senders when this transaction commits. Call it with the connection of the
+    transaction that made rows pending (or the pool, for rows already committed)."""
+    await notify(db, CAPI_CHANNEL)
 
 
-async def send_job(ctx: AppContext, job: Job, *, delivered: DeliveryHook) -> None:
+async def send_step(ctx: AppContext, *, delivered: DeliveryHook) -> float:
+    """One sender run if a row is due; returns the seconds until the next one is (`IDLE`: none)."""
+    delay = await next_due_in(ctx.pool)  # one look, instead of a claim per lane, when nothing is due
+    if delay is None or delay > 0:
+        return IDLE if delay is None else delay
     stats = await Outbox(ctx.pool, ctx.http, ctx.settings, delivered).run()
     if stats.requests or stats.failed:
         log.info("capi.sender_run", sent=stats.sent, failed=stats.failed, retried=stats.retried,
                  requests=stats.requests)
     delay = await next_due_in(ctx.pool)
-    if delay is not None:
-        await schedule_send(ctx.pool, max(delay, _MIN_RESCHEDULE))
+    return IDLE if delay is None else max(delay, _MIN_RESCHEDULE)
 
 
 def register_jobs(registry: JobRegistry[AppContext], *, delivered: DeliveryHook) -> None:
-    """Register this package's job handlers by name; `delivered` records a delivery on the dialog."""
-    registry.register(SEND_JOB, partial(send_job, delivered=delivered), backoff_base=1.0, backoff_max=60.0)
+    """Register this package's worker loop by name; `delivered` records a delivery on the dialog."""
+    registry.register_loop(SEND_LOOP, partial(send_step, delivered=delivered), wake=CAPI_CHANNEL)

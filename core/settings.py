@@ -27,8 +27,8 @@ class Settings(BaseSettings):
     buffer_max_seconds: float = Field(default=60.0, ge=0)
     # a human operator's message pauses the bot for this dialog this long
     operator_pause_hours: float = Field(default=12.0, ge=0)
-    # how often an idle worker looks for received messages to link to their lead and dialog
-    intake_poll_seconds: float = Field(default=0.1, gt=0)
+    # how often an idle worker looks for received messages to link (a safety poll: a new message wakes it)
+    intake_poll_seconds: float = Field(default=10.0, gt=0)
     openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
     llm_model: str = "gpt-4o-mini"
@@ -105,3 +105,12 @@ class Settings(BaseSettings):
     # the people's data (issue 14.10): message text older than this many days is removed by the
     # workers (the rows, counts, levels and audit stay); 0 keeps it forever
     message_retention_days: int = Field(default=365, ge=0)
+
+    # --- one queue (issue 15.2) ---
+    # an idle worker sleeps until a NOTIFY, its next due job, or this safety poll (lost notifications);
+    # worker_poll_seconds is its poll while the LISTEN connection is down
+    worker_idle_poll_seconds: float = Field(default=10.0, gt=0)
+    # a job running longer than this is cancelled and counts as a failed attempt (a kind may set its own)
+    job_timeout_seconds: float = Field(default=600.0, gt=0)
+    # failed jobs (kept with their last error; finished ones are deleted at once) are purged after this; 0 keeps them
+    job_retention_days: float = Field(default=30.0, ge=0)

@@ -33,7 +33,7 @@ async def schedule_sync(db: Executor, connection_id: str, entity_type: str, enti
     await enqueue(
         db, SYNC_JOB, {"connection_id": connection_id, "entity_type": entity_type, "entity_id": entity_id},
         key=sync_key(connection_id, entity_type, entity_id), mode="coalesce", delay=delay,
-        max_attempts=SYNC_MAX_ATTEMPTS,
+        max_attempts=SYNC_MAX_ATTEMPTS, tenant=connection_id,  # fair claiming: one CRM's flood is its own group
     )
 
 

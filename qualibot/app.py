@@ -89,6 +89,9 @@ async def running_worker(
         concurrency=settings.worker_concurrency,
         poll_seconds=settings.worker_poll_seconds,
         lease_seconds=settings.job_lease_seconds,
+        idle_poll_seconds=settings.worker_idle_poll_seconds,
+        timeout_seconds=settings.job_timeout_seconds,
+        retention_days=settings.job_retention_days,
     )
     task = asyncio.create_task(worker.run())
     try:

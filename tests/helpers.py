@@ -51,3 +51,19 @@ async def refusing_pool() -> asyncpg.Pool:
         held.bind(("127.0.0.1", 0))
         port = held.getsockname()[1]
     return await create_pool(f"postgresql://postgres@127.0.0.1:{port}/down", max_size=1, min_size=0)
+
+
+@asynccontextmanager
+async def notifications(pool: Any, channel: str) -> AsyncIterator[list[str]]:
+    """The NOTIFYs on `channel` (e.g. the CAPI sender's wake-ups) a listening connection sees meanwhile."""
+    seen: list[str] = []
+
+    def heard(_conn: object, _pid: int, name: str, _payload: object) -> None:
+        seen.append(name)
+
+    async with pool.acquire() as conn:
+        await conn.add_listener(channel, heard)
+        try:
+            yield seen
+        finally:
+            await conn.remove_listener(channel, heard)

@@ -10,10 +10,11 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from bot.drain import BATCH, DrainLoop, drain
+from bot.drain import BATCH, LOCK_KEY, PART_SQL, PARTITIONS, DrainLoop, drain
 from core.context import AppContext
 from tests.bot.conftest import Bot, StartBot, text_message
 from tests.fakes.evolution import FakeEvolution
+from tests.fakes.evolution_webhook import client_message
 from tests.helpers import wait_for
 
 PHONE = "5511988887777"
@@ -47,7 +48,7 @@ async def test_many_chats_over_several_batches_are_linked_exactly(start_bot: Sta
     assert await seeded.fetchval("SELECT count(*) FROM jobs") == chats
 
 
-async def test_one_drain_at_a_time(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
+async def test_concurrent_drains_never_take_the_same_messages(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
     async with start_bot(workers=False) as bot:
         for i in range(BATCH + 10):
             await bot.post(text_message(f"7916{i:07d}", "oi", f"3EB0LOCK{i}"))
@@ -74,16 +75,24 @@ async def test_an_operator_message_waiting_for_the_drain_still_stops_the_reply(
     start_bot: StartBot, seeded: asyncpg.Pool, fake_evo: FakeEvolution
 ) -> None:
     before = replies("intake_pending")
-    # the worker's own drain loop looks once at start, then not for an hour: this test drains by hand
     # the buffer leaves the operator's message time to arrive before the dialog job runs, even on a
     # loaded machine (with 0.5 s a slow post let the job reply first)
-    async with start_bot(buffer_seconds=3, intake_poll_seconds=3600) as bot:
+    async with start_bot(buffer_seconds=3) as bot:
         await bot.post(text_message(PHONE, "Oi", "3EB0WAIT1"))
-        # linked by that first look or by this test's drain: the dialog job is then due in 3 s
-        await wait_for(lambda: _linked(bot), what="the client message to be linked")
-        await bot.post(text_message(PHONE, "Oi, aqui é a Ana", "3EB0WAIT2", from_me=True))
-        await wait_for(lambda: _above(replies("intake_pending"), before), what="the dialog job to see the wait")
-        assert await bot.drain() == 1  # links the operator message: pause, and the dialog's next run
+        await wait_for(lambda: _linked(bot), what="the client message to be linked")  # its job: due in 3 s
+        # every drain busy elsewhere: another transaction holds all the chats' partitions
+        async with seeded.acquire() as busy:
+            transaction = busy.transaction()
+            await transaction.start()
+            await busy.execute("SELECT pg_advisory_xact_lock($1, p) FROM generate_series(0, $2 - 1) p",
+                               LOCK_KEY, PARTITIONS)
+            try:
+                await bot.post(text_message(PHONE, "Oi, aqui é a Ana", "3EB0WAIT2", from_me=True))
+                await wait_for(lambda: _above(replies("intake_pending"), before), what="the dialog job to see the wait")
+            finally:
+                await transaction.commit()
+        # free again: a drain links the operator message (pause, and the dialog's next run)
+        await wait_for(lambda: _none_waiting(seeded), what="the operator message to be linked")
         await wait_for(lambda: _done(seeded), what="the dialog's next run")
     assert fake_evo.requests == []
     assert await seeded.fetchval("SELECT bot_paused_until > now() FROM dialog_analysis")
@@ -190,5 +199,53 @@ async def _settled(db: asyncpg.Pool) -> bool:
            FROM messages"""))
 
 
+async def _none_waiting(db: asyncpg.Pool) -> bool:
+    return bool(await db.fetchval("SELECT count(*) = 0 FROM messages WHERE dialog_id IS NULL"))
+
+
 async def _all_linked(db: asyncpg.Pool) -> bool:
     return bool(await db.fetchval("SELECT count(*) = 4 FROM messages WHERE dialog_id IS NOT NULL"))
+
+
+async def test_a_drain_links_other_chats_while_another_drain_holds_a_chats_partition(
+    start_bot: StartBot, seeded: asyncpg.Pool
+) -> None:
+    async with start_bot(workers=False) as bot:
+        for c in range(20):
+            await bot.post(text_message(f"7916{c:07d}", "oi", f"3EB0PART{c}"))
+        held = await seeded.fetchval(f"SELECT {PART_SQL} FROM messages m WHERE contact = '79160000003'")
+        async with seeded.acquire() as other, other.transaction():  # another process's drain, mid-batch
+            await other.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_KEY, held)
+            linked = await drain(seeded, bot.settings)
+            waiting = await seeded.fetch(f"SELECT contact, {PART_SQL} AS part FROM messages m WHERE dialog_id IS NULL")
+        assert linked == 20 - len(waiting) and linked > 0
+        assert {r["part"] for r in waiting} == {held}  # only that partition's chats wait, and only for it
+        assert "79160000003" in {r["contact"] for r in waiting}
+        assert await drain(seeded, bot.settings) == len(waiting)  # released: linked now
+    assert await seeded.fetchval("SELECT count(*) FROM messages WHERE dialog_id IS NULL") == 0
+
+
+async def test_parallel_drains_link_every_message_once_and_each_chat_in_order(
+    start_bot: StartBot, seeded: asyncpg.Pool
+) -> None:
+    chats, per_chat = 40, 5
+    async with start_bot(workers=False, buffer_seconds=5) as bot:
+        for round_ in range(per_chat):  # every message carries an ad's click id: the first must win
+            posts = [bot.post(client_message(f"7916{c:07d}", f"msg {round_}", f"3EB0ORD{c}-{round_}",
+                                             clid=f"clid-{c}-{round_}")) for c in range(chats)]
+            assert {status for status, _ in await asyncio.gather(*posts)} == {200}
+        done: list[int] = []
+
+        async def drainer() -> None:
+            while n := await drain(seeded, bot.settings, batch=15):
+                done.append(n)
+
+        for _ in range(3):  # until a pass of four drains finds nothing (a drain may skip held partitions)
+            await asyncio.gather(*(drainer() for _ in range(4)))
+    assert sum(done) == chats * per_chat
+    rows = await seeded.fetch(
+        """SELECT l.phone, l.ctwa_clid, d.client_message_count AS n
+           FROM dialog_analysis d JOIN leads l ON l.id = d.lead_id ORDER BY l.phone""")
+    assert len(rows) == chats
+    assert all(r["n"] == per_chat and r["ctwa_clid"] == f"clid-{int(r['phone'][4:])}-0" for r in rows)
+    assert await seeded.fetchval("SELECT count(*) FROM jobs") == chats

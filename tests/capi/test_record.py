@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import uuid
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,19 +14,31 @@ from typing import Any
 import asyncpg
 import pytest
 
-from capi.jobs import SEND_JOB
+from capi.jobs import CAPI_CHANNEL
 from capi.record import event_id_for, record_event
 from core.migrate import installation_id, migrate
 from qualification.door import dialog_contact
 from tests.capi.conftest import log_row, make_dialog, record
 from tests.dbsetup import fresh_database
+from tests.helpers import notifications, wait_for
 from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, WABA_ID
 
 
-async def test_a_sendable_level_is_pending_with_the_event_and_queues_the_sender(seeded: asyncpg.Pool) -> None:
+def capi_wakeups(pool: asyncpg.Pool) -> AbstractAsyncContextManager[list[str]]:
+    """The CAPI sender's wake-ups (NOTIFY qualibot_capi) seen by a listening connection."""
+    return notifications(pool, CAPI_CHANNEL)
+
+
+async def _count_is(items: list[str], n: int) -> bool:
+    return len(items) == n
+
+
+async def test_a_sendable_level_is_pending_with_the_event_and_wakes_the_sender(seeded: asyncpg.Pool) -> None:
     dialog = await make_dialog(seeded, clid="ARAkLk-1", phone="79161234567")
     reached = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    assert await record(seeded, dialog, 1, reached_at=reached) == "pending"
+    async with capi_wakeups(seeded) as wakeups:
+        assert await record(seeded, dialog, 1, reached_at=reached) == "pending"
+        await wait_for(lambda: _count_is(wakeups, 1), what="the sender's wake-up")
 
     row = await log_row(seeded, dialog, 1)
     assert (row["status"], row["event_name"], row["source"]) == ("pending", "LeadSubmitted", "whatsapp")
@@ -43,8 +56,7 @@ async def test_a_sendable_level_is_pending_with_the_event_and_queues_the_sender(
     }
     stored = json.dumps(dict(row), default=str)
     assert META_TOKEN not in stored and USER_TOKEN not in stored
-    jobs = await seeded.fetch("SELECT name, status FROM jobs")
-    assert [(j["name"], j["status"]) for j in jobs] == [(SEND_JOB, "queued")]
+    assert await seeded.fetchval("SELECT count(*) FROM jobs") == 0  # no sender job: a loop, woken
 
 
 async def test_the_same_level_twice_is_one_decision_with_one_event_id(seeded: asyncpg.Pool) -> None:
@@ -56,12 +68,16 @@ async def test_the_same_level_twice_is_one_decision_with_one_event_id(seeded: as
     assert (await log_row(seeded, dialog, 2))["event_time"] == first["event_time"]
 
 
-async def test_a_burst_of_decisions_queues_one_sender_run(seeded: asyncpg.Pool) -> None:
-    for _ in range(3):
-        dialog = await make_dialog(seeded)
-        for level in (1, 2, 3):
-            await record(seeded, dialog, level)
-    assert await seeded.fetchval("SELECT count(*) FROM jobs WHERE name = $1", SEND_JOB) == 1
+async def test_a_transaction_of_decisions_wakes_the_senders_once(seeded: asyncpg.Pool) -> None:
+    dialog = await make_dialog(seeded)
+    async with capi_wakeups(seeded) as wakeups:
+        async with seeded.acquire() as conn, conn.transaction():
+            for level in (1, 2, 3):
+                await record_event(conn, dialog_id=dialog, direction_id=None, level=level, source="whatsapp",
+                                   reached_at=datetime.now(UTC))
+        await wait_for(lambda: _count_is(wakeups, 1), what="the sender's wake-up")
+        await record(seeded, await make_dialog(seeded), 1)  # the next notification marks the end
+        await wait_for(lambda: _count_is(wakeups, 2), what="the second wake-up")
 
 
 async def test_event_names_and_values_follow_the_direction(seeded: asyncpg.Pool) -> None:
@@ -146,19 +162,20 @@ async def test_nothing_is_recorded_when_the_callers_transaction_rolls_back(seede
     assert await seeded.fetchval("SELECT count(*) FROM jobs") == 0
 
 
-async def test_recorders_do_not_wait_for_each_other_and_the_sender_waits_for_their_commit(
+async def test_recorders_do_not_wait_for_each_other_and_the_sender_is_woken_at_commit(
     seeded: asyncpg.Pool,
 ) -> None:
     first, second = await make_dialog(seeded), await make_dialog(seeded)
-    await record(seeded, first, 1)  # a sender run is queued now
-    async with seeded.acquire() as conn, conn.transaction():
-        await record_event(conn, dialog_id=first, direction_id=None, level=2, source="whatsapp",
-                           reached_at=datetime.now(UTC), contacts=dialog_contact)
-        # another dialog's transaction records and commits meanwhile, without waiting for this one
-        assert await asyncio.wait_for(record(seeded, second, 1), 2) == "pending"
-        # a worker cannot claim the queued run while this transaction (and its row) is uncommitted
-        assert await seeded.fetch("SELECT id FROM jobs WHERE status = 'queued' FOR UPDATE SKIP LOCKED") == []
-    assert len(await seeded.fetch("SELECT id FROM jobs WHERE status = 'queued' FOR UPDATE SKIP LOCKED")) == 1
+    await record(seeded, first, 1)
+    async with capi_wakeups(seeded) as wakeups:
+        async with seeded.acquire() as conn, conn.transaction():
+            await record_event(conn, dialog_id=first, direction_id=None, level=2, source="whatsapp",
+                               reached_at=datetime.now(UTC), contacts=dialog_contact)
+            # another dialog's transaction records and commits meanwhile, without waiting for this one
+            assert await asyncio.wait_for(record(seeded, second, 1), 2) == "pending"
+            # its commit woke the senders; this uncommitted transaction has not (its row is not visible)
+            await wait_for(lambda: _count_is(wakeups, 1), what="the committed recorder's wake-up")
+        await wait_for(lambda: _count_is(wakeups, 2), what="the wake-up at this transaction's commit")
 
 
 async def test_two_installations_never_share_an_event_id(seeded: asyncpg.Pool, tmp_path: Path) -> None:

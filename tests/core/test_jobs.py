@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from core.context import AppContext
-from core.jobs import Job, JobRegistry, Retry, Worker, enqueue
+from core.jobs import IDLE, Job, JobRegistry, Retry, Worker, enqueue, notify
 from core.settings import Settings
 from tests.helpers import wait_for
 
@@ -252,3 +252,127 @@ async def test_a_loop_runs_beside_the_jobs_survives_a_failing_step_and_stops_wit
 
 async def _at_least(items: list[str], n: int) -> bool:
     return len(items) >= n
+
+
+async def test_a_hung_handler_is_cancelled_at_its_kinds_timeout_and_the_job_fails(
+    db: asyncpg.Pool, in_process_worker: Callable[[JobRegistry[AppContext]], Worker[AppContext]]
+) -> None:
+    cancelled: list[int] = []
+
+    async def hang(ctx: AppContext, job: Job) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(job.attempts)
+            raise
+
+    registry: JobRegistry[AppContext] = JobRegistry()
+    registry.register("t.hang", hang, backoff_base=0.05, timeout=0.2)
+    in_process_worker(registry)
+    job_id = await enqueue(db, "t.hang", {}, max_attempts=2)
+
+    async def failed() -> asyncpg.Record | None:
+        return await db.fetchrow("SELECT * FROM jobs WHERE id = $1 AND status = 'failed'", job_id)
+
+    row = await wait_for(failed, what="the hung job to fail after its two attempts")
+    assert cancelled == [1, 2] and row["attempts"] == 2
+    assert row["last_error"] == "TimeoutError: timed out after 0.2 s and was cancelled"
+
+
+async def test_a_second_run_of_a_key_waits_for_the_first_to_finish(
+    db: asyncpg.Pool, in_process_worker: Callable[[JobRegistry[AppContext]], Worker[AppContext]]
+) -> None:
+    events: list[str] = []
+    first_may_end = asyncio.Event()
+
+    async def handler(ctx: AppContext, job: Job) -> None:
+        run = str(job.payload["run"])
+        events.append(f"start {run}")
+        if run == "1":
+            await first_may_end.wait()
+        events.append(f"end {run}")
+
+    registry: JobRegistry[AppContext] = JobRegistry()
+    registry.register("t.keyed", handler)
+    in_process_worker(registry)
+    await enqueue(db, "t.keyed", {"run": 1}, key="dialog:7")
+    await wait_for(lambda: _has(events, "start 1"), what="the first run to start")
+    await enqueue(db, "t.keyed", {"run": 2}, key="dialog:7")  # due at once, free slots: still waits
+
+    async def queued_behind() -> bool:
+        return await _count(db, "SELECT count(*) FROM jobs WHERE key = 'dialog:7' AND status = 'queued'") == 1
+
+    await wait_for(queued_behind, what="the second run queued")
+    for _ in range(5):  # several claims pass while the first runs; none may take the second
+        await _count(db, "SELECT count(*) FROM jobs")
+        await asyncio.sleep(0.05)
+    assert events == ["start 1"]
+    first_may_end.set()
+    await wait_for(lambda: _has(events, "end 2"), what="the second run")
+    assert events == ["start 1", "end 1", "start 2", "end 2"]
+
+
+async def test_failed_jobs_are_purged_after_the_retention_and_the_rest_kept(
+    db: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    await db.execute(
+        """INSERT INTO jobs (name, status, updated_at, run_at, key) VALUES
+               ('t.old', 'failed', now() - interval '31 days', now() + interval '1 hour', 'a'),
+               ('t.recent', 'failed', now() - interval '29 days', now() + interval '1 hour', 'b'),
+               ('t.waiting', 'queued', now() - interval '90 days', now() + interval '1 hour', 'c')""")
+    async with aiohttp.ClientSession() as http:
+        ctx = AppContext(settings=make_settings(), pool=db, http=http, llm=None)
+        worker = Worker(db, JobRegistry(), ctx, retention_days=30)
+        task = asyncio.create_task(worker.run())
+
+        async def purged() -> bool:
+            return await _count(db, "SELECT count(*) FROM jobs WHERE name = 't.old'") == 0
+
+        await wait_for(purged, what="the old failed job to be purged")
+        await worker.stop(grace=1)
+        await task
+    assert [r["name"] for r in await db.fetch("SELECT name FROM jobs ORDER BY name")] == ["t.recent", "t.waiting"]
+
+
+async def test_an_idle_worker_is_woken_by_an_enqueue_and_by_its_next_run_time_not_by_polling(
+    db: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    ran: list[str] = []
+    steps: list[str] = []
+
+    async def handler(ctx: AppContext, job: Job) -> None:
+        ran.append(str(job.payload["n"]))
+
+    async def step(_ctx: AppContext) -> float:
+        steps.append("step")
+        return IDLE
+
+    registry: JobRegistry[AppContext] = JobRegistry()
+    registry.register("t.wake", handler)
+    registry.register_loop("t.woken", step, wake="test_wake")
+    async with aiohttp.ClientSession() as http:
+        ctx = AppContext(settings=make_settings(), pool=db, http=http, llm=None)
+        # polls an hour apart: whatever runs within the deadlines below was woken
+        worker = Worker(db, registry, ctx, poll_seconds=3600, idle_poll_seconds=3600)
+        task = asyncio.create_task(worker.run())
+        try:
+            await wait_for(lambda: _at_least(steps, 1), what="the loop's first step")
+            await wait_for(lambda: _listening(worker), what="the worker to listen")
+            steps.clear()
+            await enqueue(db, "t.wake", {"n": 1})
+            await wait_for(lambda: _has(ran, "1"), timeout=5, what="the job run on its NOTIFY")
+            await enqueue(db, "t.wake", {"n": 2}, delay=0.5)
+            await wait_for(lambda: _has(ran, "2"), timeout=5, what="the delayed job run at its time")
+            await notify(db, "test_wake")
+            await wait_for(lambda: _at_least(steps, 1), timeout=5, what="the loop woken by its channel")
+        finally:
+            await worker.stop(grace=1)
+            await task
+
+
+async def _has(items: list[str], item: str) -> bool:
+    return item in items
+
+
+async def _listening(worker: Worker[AppContext]) -> bool:
+    return worker._listening

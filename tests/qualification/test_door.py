@@ -7,7 +7,9 @@ import asyncio
 import asyncpg
 import pytest
 
+from capi.jobs import CAPI_CHANNEL
 from qualification.door import UnknownDialog, record_levels, record_unlinked
+from tests.helpers import notifications, wait_for
 from tests.qualification.helpers import dialog_row, make_dialog, recorded_levels
 
 
@@ -18,7 +20,10 @@ async def _record(db: asyncpg.Pool, dialog_id: int, levels: list[int], source: s
 
 async def test_reaching_a_level_records_every_lower_one(seeded: asyncpg.Pool) -> None:
     dialog_id, _ = await make_dialog(seeded)
-    assert await _record(seeded, dialog_id, [3]) == [1, 2, 3]
+    async with notifications(seeded, CAPI_CHANNEL) as woken:
+        assert await _record(seeded, dialog_id, [3]) == [1, 2, 3]
+        # the sender was woken by the same transaction, at its commit
+        await wait_for(lambda: _some(woken), what="the CAPI sender's wake-up")
     row = await dialog_row(seeded, dialog_id)
     assert row["is_interested"] and row["is_qualified"] and row["is_scheduled"]
     assert row["interest_reached_at"] is not None and row["scheduled_reached_at"] is not None
@@ -30,8 +35,10 @@ async def test_reaching_a_level_records_every_lower_one(seeded: asyncpg.Pool) ->
         (2, "QualifiedLead", "pending", "whatsapp"),
         (3, "InitiateCheckout", "pending", "whatsapp"),
     ]
-    # the sender was asked to run in the same transaction
-    assert await seeded.fetchval("SELECT count(*) FROM jobs WHERE name LIKE 'capi.%'") == 1
+
+
+async def _some(items: list[str]) -> bool:
+    return bool(items)
 
 
 async def test_levels_only_rise_and_are_recorded_once(seeded: asyncpg.Pool) -> None:
