@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.context import AppContext  # noqa: E402
 from core.db import create_pool  # noqa: E402
-from core.jobs import Job, JobRegistry, Worker  # noqa: E402
+from core.jobs import JobRegistry, Worker  # noqa: E402
 from core.logging import configure_logging  # noqa: E402
 from core.migrate import migrate  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -166,10 +166,6 @@ async def replay_naive(pool: asyncpg.Pool, llm: AsyncOpenAI, dialog_id: int, scr
         await _insert(pool, dialog_id, "bot", BOT[min(number, len(BOT) - 1)])
 
 
-async def _noop(_ctx: AppContext, _job: Job) -> None:
-    """The CAPI sender is not under test: its jobs are acknowledged and dropped."""
-
-
 async def final_levels(pool: asyncpg.Pool, ids: list[int]) -> list[int]:
     rows = await pool.fetch(
         """SELECT id, is_interested::int + is_qualified::int + is_scheduled::int AS level
@@ -195,7 +191,6 @@ async def run(args: argparse.Namespace, dsn: str) -> int:
         ctx = AppContext(settings=settings, pool=pool, http=http, llm=clients["ours"])
         registry: JobRegistry[AppContext] = JobRegistry()
         register_jobs(registry)
-        registry.register("capi.send", _noop)
         worker = Worker(pool, registry, ctx, concurrency=args.concurrency, poll_seconds=0.01)
         worker_task = asyncio.create_task(worker.run())
         ours = [await _dialog(pool, f"7900{i:07d}") for i in range(len(scripts))]

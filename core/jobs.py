@@ -194,6 +194,11 @@ async def notify(db: Executor, channel: str) -> None:
     await db.execute("SELECT pg_notify($1, '')", channel)
 
 
+async def counts_by_status(db: Executor) -> dict[str, int]:
+    """How many jobs are in each state (queued, running, failed): the queue's depth for /metrics."""
+    return {r["status"]: r["n"] for r in await db.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")}
+
+
 def backoff_delay(attempts: int, base: float, cap: float) -> float:
     """Exponential delay after the `attempts`-th failure, with ±10 % jitter so workers spread out."""
     delay = min(base * (2 ** max(attempts - 1, 0)), cap)

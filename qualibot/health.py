@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
 from bot.drift import referral_shares
+from core.jobs import counts_by_status
 from core.logging import get_logger
 from core.metrics import NEW_CHATS_WITH_REFERRAL
 from core.web import CTX, ApiError
@@ -39,10 +40,7 @@ async def metrics(request: web.Request) -> web.Response:
     if token and not _authorized(request, token):
         raise ApiError(401, "unauthorized", "/metrics requires Authorization: Bearer <QUALIBOT_METRICS_TOKEN>")
     try:
-        rows = await asyncio.wait_for(
-            ctx.pool.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status"), timeout=2.0
-        )
-        counts = {r["status"]: r["n"] for r in rows}
+        counts = await asyncio.wait_for(counts_by_status(ctx.pool), timeout=2.0)
         for state in ("queued", "running", "failed"):
             JOBS.labels(state=state).set(counts.get(state, 0))
         shares = await asyncio.wait_for(referral_shares(ctx.pool, ctx.settings.click_id_drift_chats), timeout=2.0)

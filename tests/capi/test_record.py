@@ -74,7 +74,7 @@ async def test_a_transaction_of_decisions_wakes_the_senders_once(seeded: asyncpg
         async with seeded.acquire() as conn, conn.transaction():
             for level in (1, 2, 3):
                 await record_event(conn, dialog_id=dialog, direction_id=None, level=level, source="whatsapp",
-                                   reached_at=datetime.now(UTC))
+                                   reached_at=datetime.now(UTC), contacts=dialog_contact)
         await wait_for(lambda: _count_is(wakeups, 1), what="the sender's wake-up")
         await record(seeded, await make_dialog(seeded), 1)  # the next notification marks the end
         await wait_for(lambda: _count_is(wakeups, 2), what="the second wake-up")
