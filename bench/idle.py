@@ -1,6 +1,6 @@
 """Idle cost: transactions per second of one idle `qualibot worker`, before and after (issue 15.2).
 
-For each checkout (`--before-root`, default the main checkout beside this worktree, and this one):
+For each checkout (`--before-root DIR`, another checkout with its own `.venv`, if given; then this one):
 a fresh database, migrated by that checkout's own `qualibot migrate` and seeded with the standard
 tenant; then that checkout's `qualibot worker` is started with its default settings and left
 idle. After `--settle` seconds, the database's `xact_commit + xact_rollback` (pg_stat_database,
@@ -8,7 +8,7 @@ read from another database so the reading does not count) is sampled over `--sec
 Every statement outside an explicit transaction is one transaction, so this is close to the
 number of round trips the idle process makes.
 
-    .venv/bin/python bench/idle.py [--seconds 30] [--settle 5] [--before-root ../../main]
+    .venv/bin/python bench/idle.py [--seconds 30] [--settle 5] [--before-root DIR]
 
 Database: TEST_DATABASE_URL's server, else PostgreSQL on 127.0.0.1:5432, else an embedded one.
 Target (issue 18.3, which builds on this): ≤ 1 transaction per second per idle process.
@@ -51,16 +51,28 @@ def spawn(root: Path, command: str, env: dict[str, str], **kwargs: Any) -> subpr
                             stderr=subprocess.DEVNULL, **kwargs)
 
 
-async def prepare_checkout(root: Path, dsn: str, env: dict[str, str]) -> None:
-    """Migrate with the checkout's own migrations, then seed the standard tenant."""
+async def prepare_checkout(root: Path, dsn: str, env: dict[str, str], config: dict[str, Any] | None = None) -> None:
+    """Migrate with the checkout's own migrations, then seed `config` (the standard tenant by default)."""
     migrating = spawn(root, "migrate", env, stdout=subprocess.DEVNULL)
     if await asyncio.to_thread(migrating.wait) != 0:
         raise RuntimeError(f"`qualibot migrate` of {root} failed")
     pool = await create_pool(dsn, max_size=2)
     try:
-        await seed(pool, tenant_config())
+        await seed(pool, config or tenant_config())
     finally:
         await pool.close()
+
+
+def checkouts(before_root: Path | None) -> list[tuple[str, Path]]:
+    """What to measure: `--before-root`'s checkout as `before`, if given, then this one as `after`."""
+    return ([("before", before_root)] if before_root else []) + [("after", ROOT)]
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The bench's own options plus `--before-root`, the checkout to compare with (its .venv is used)."""
+    parser.add_argument("--before-root", type=lambda p: Path(p).resolve(), default=None,
+                        help="another checkout, measured first as `before` (its .venv is used)")
+    return parser.parse_args()
 
 
 async def idle_rate(root: Path, seconds: float, settle: float) -> float:
@@ -90,10 +102,10 @@ async def idle_rate(root: Path, seconds: float, settle: float) -> float:
 
 async def run(args: argparse.Namespace) -> int:
     rates = {}
-    for label, root in (("before", args.before_root), ("after", ROOT)):
+    for label, root in checkouts(args.before_root):
         rates[label] = await idle_rate(root, args.seconds, args.settle)
         print(f"{label:6} ({root.name}): {rates[label]:.2f} transactions/s of one idle worker", flush=True)
-    if rates["after"]:
+    if rates.get("before"):
         print(f"ratio after/before: {rates['after'] / rates['before']:.3f}")
     return 0
 
@@ -102,11 +114,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=5.0)
-    parser.add_argument("--before-root", default=str(ROOT.parent.parent / "main"),
-                        help="the checkout measured as `before` (its .venv is used)")
-    args = parser.parse_args()
-    args.before_root = Path(args.before_root).resolve()
-    return asyncio.run(run(args))
+    return asyncio.run(run(parse_args(parser)))
 
 
 if __name__ == "__main__":

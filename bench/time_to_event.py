@@ -1,6 +1,6 @@
 """Time to event: from the end of a client's burst to its Lead event at Meta, before and after (issue 15.2).
 
-For each checkout (`--before-root`, default the main checkout beside this worktree, and this one):
+For each checkout (`--before-root DIR`, another checkout with its own `.venv`, if given; then this one):
 a fresh database migrated by that checkout's own `qualibot migrate`, the standard tenant, and that
 checkout's `qualibot serve` (HTTP and workers, default settings but the buffer) against fakes in
 this process: Evolution (`tests/fakes/evolution.py`), an OpenAI-compatible model answering at once
@@ -10,7 +10,7 @@ messages from a Click-to-WhatsApp ad (two messages: level 1, the LeadSubmitted e
 chat: the second message's 200 → its event at the fake Meta; printed as p50/p99, and minus the
 buffer (what the queue and the pipeline add).
 
-    .venv/bin/python bench/time_to_event.py [--dialogs 40] [--buffer 1] [--spacing 0.25] [--before-root ../../main]
+    .venv/bin/python bench/time_to_event.py [--dialogs 40] [--buffer 1] [--spacing 0.25] [--before-root DIR]
 
 Database: TEST_DATABASE_URL's server, else PostgreSQL on 127.0.0.1:5432, else an embedded one.
 """
@@ -34,7 +34,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.idle import checkout_env, prepare_checkout, spawn  # noqa: E402
+from bench.idle import checkout_env, checkouts, parse_args, prepare_checkout, spawn  # noqa: E402
 from tests.dbsetup import fresh_database  # noqa: E402
 from tests.fakes.evolution import FakeEvolution  # noqa: E402
 from tests.fakes.evolution_webhook import client_message  # noqa: E402
@@ -42,7 +42,7 @@ from tests.fakes.graph import FakeGraph  # noqa: E402
 from tests.fakes.llm import FakeLLM  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.proof.service import free_port  # noqa: E402
-from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, WEBHOOK_SECRET, seed, tenant_config  # noqa: E402
+from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, WEBHOOK_SECRET, tenant_config  # noqa: E402
 
 
 class StampingGraph(FakeGraph):
@@ -73,12 +73,7 @@ async def measure(root: Path, args: argparse.Namespace) -> list[float]:
             StampingGraph(tokens={META_TOKEN, USER_TOKEN}, datasets={PIXEL_ID}) as graph, \
             fresh_database(Path(tempfile.mkdtemp(prefix="qualibot-tte-"))) as dsn:
         env = checkout_env(dsn, tempfile.mkdtemp(prefix="qualibot-tte-data-"))
-        await prepare_checkout(root, dsn, env)
-        from core.db import create_pool
-
-        pool = await create_pool(dsn, max_size=2)
-        await seed(pool, tenant_config(evolution_url=evolution.url))
-        await pool.close()
+        await prepare_checkout(root, dsn, env, tenant_config(evolution_url=evolution.url))
         port = free_port()
         env.update({"QUALIBOT_PORT": str(port), "QUALIBOT_BUFFER_SECONDS": str(args.buffer),
                     "OPENAI_API_KEY": "bench-key", "OPENAI_BASE_URL": llm.base_url,
@@ -123,7 +118,7 @@ async def measure(root: Path, args: argparse.Namespace) -> list[float]:
 
 
 async def run(args: argparse.Namespace) -> int:
-    for label, root in (("before", args.before_root), ("after", ROOT)):
+    for label, root in checkouts(args.before_root):
         times = await measure(root, args)
         print(f"{label:6} ({root.name}): burst end → event at Meta over {len(times)} chats: "
               f"p50 {statistics.median(times):.2f} s, p99 {percentile(times, 0.99):.2f} s; minus the "
@@ -137,11 +132,7 @@ def main() -> int:
     parser.add_argument("--dialogs", type=int, default=40)
     parser.add_argument("--buffer", type=float, default=1.0)
     parser.add_argument("--spacing", type=float, default=0.25)
-    parser.add_argument("--before-root", default=str(ROOT.parent.parent / "main"),
-                        help="the checkout measured as `before` (its .venv is used)")
-    args = parser.parse_args()
-    args.before_root = Path(args.before_root).resolve()
-    return asyncio.run(run(args))
+    return asyncio.run(run(parse_args(parser)))
 
 
 if __name__ == "__main__":
