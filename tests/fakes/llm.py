@@ -15,7 +15,9 @@ Kinds of server (`refuses`, `wrap`), each answering as the real one does (bodies
   reasoning models); `refused` counts those answers;
 - `wrap` dresses the content the way loose servers do: "fenced" (```json … ```), "prose" (a
   sentence before and after the object), "think" (a `<think>` block first, as reasoning models
-  served by llama.cpp or vLLM without a reasoning parser write).
+  served by llama.cpp or vLLM without a reasoning parser write). These three shapes are a guess:
+  written from how such answers are commonly described, not captured from a server's output or
+  read from its source.
 """
 
 from __future__ import annotations
