@@ -1,15 +1,10 @@
 """A few database connections kept out of the pool for intake's one INSERT.
 
-Why: an asyncpg pool resets every connection it takes back, with a second round trip
-(`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`). Intake's statement runs in
-autocommit and leaves no session state behind, so that reset doubles its round trips for nothing.
-These connections are borrowed from the app's pool once and reused; one that fails in any way
-goes back to the pool (which resets or discards it) and a fresh one is borrowed next time.
-All of them are returned when the app stops.
-
-They run with `plan_cache_mode = force_generic_plan` (undone by the pool's reset when they go
-back): planning intake's statement would cost more than running it, and its generic plan is a
-probe of two unique indexes.
+Why: they run with `plan_cache_mode = force_generic_plan`, a session setting the rest of the
+code must not inherit: planning intake's statement would cost more than running it, and its
+generic plan is a probe of two unique indexes. These connections are borrowed from the app's pool
+once and reused; one that fails in any way goes back to the pool with the setting reset (or is
+discarded) and a fresh one is borrowed next time. All of them are returned when the app stops.
 
 How many: all of the pool but 3, at most 8. Every webhook's commit waits for its WAL flush, so
 too few connections cap the webhooks per second while the CPUs idle; the 3 left serve the
@@ -28,6 +23,7 @@ from core.db import UNAVAILABLE_ERRORS
 
 MAX_PINNED = 8
 GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
+DEFAULT_PLANS = "RESET plan_cache_mode"  # before going back: the pool's own reset sends nothing (core.db)
 # a connection the server closed under us can also surface as a protocol state error
 CONNECTION_STATE_ERRORS = (asyncpg.exceptions.InternalClientError, asyncpg.PostgresConnectionError)
 
@@ -68,9 +64,17 @@ class PinnedConnections:
         self._slots.put_nowait(conn)
 
     async def _give_back(self, conn: asyncpg.Connection) -> None:
+        if self._pool is None:
+            return
         try:
-            if self._pool is not None:
-                await self._pool.release(conn)
+            if not conn.is_closed() and not conn.is_in_transaction():
+                await conn.execute(DEFAULT_PLANS)
+        except asyncpg.InterfaceError:  # asyncpg took it back already (its server connection was lost)
+            return
+        except Exception:  # it must not go back to the pool with the setting: drop it
+            conn.terminate()
+        try:
+            await self._pool.release(conn)
         except Exception:  # noqa: S110  # a broken connection: the pool has already dropped it
             pass
 

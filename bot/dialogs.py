@@ -20,7 +20,6 @@ from bot.evolution import SendResult
 from bot.instances import evolution_endpoint
 from capi import tenants
 from qualification import dialogs, leads
-from qualification.jobs import schedule_qualification
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,5 @@ async def record_delivery(pool: asyncpg.Pool, message_id: int, result: SendResul
 
 
 async def finish_burst(pool: asyncpg.Pool, state: ReplyState) -> None:
-    """Close the burst (unless a newer client message opened another) and ask for qualification."""
-    async with pool.acquire() as conn, conn.transaction():
-        await dialogs.close_burst(conn, state.id, state.last_client_id or 0)
-        await schedule_qualification(conn, state.id)
+    """Close the burst (unless a newer client message opened another)."""
+    await dialogs.close_burst(pool, state.id, state.last_client_id or 0)

@@ -3,9 +3,10 @@
 The intake drain debounces it per dialog (buffer seconds of quiet, at most buffer_max after the
 first message). A message of the chat still waiting for the drain means the burst is not over:
 the run stops there, and the drain queues the next one when it links that message.
-It answers the burst unless a human operator took over (the dialog is paused), the direction's
-`reply_to` withholds it (`bot.operator`), or no LLM is configured, then enqueues the dialog's
-qualification, which happens in every case.
+It first queues the dialog's qualification (every case: level 1 is a count and needs no reply, so
+the Lead event does not wait for the reply's LLM call), then answers the burst unless a human
+operator took over (the dialog is paused), the direction's `reply_to` withholds it
+(`bot.operator`), or no LLM is configured.
 A reply is recorded before it is sent and keyed on the burst, so it is sent at most once; Evolution's
 errors are recorded on the message and not retried (a timed-out send may have been delivered).
 LLM errors are retried a few times with the job's backoff, then the burst goes unanswered.
@@ -26,6 +27,7 @@ from core.metrics import REPLIES
 from core.retention import RetentionLoop
 from core.secrets import redact
 from qualification.dialogs import remove_old_text
+from qualification.jobs import schedule_qualification
 
 log = get_logger("bot.jobs")
 
@@ -79,6 +81,9 @@ async def process_dialog(ctx: AppContext, job: Job) -> None:
     if state.waiting:  # the drain will link that message and queue this dialog's next run
         REPLIES.labels("intake_pending").inc()
         return
+    # the signal first: the analysis reads only what the client wrote, and the reply composed
+    # now is not part of what the client has seen
+    await schedule_qualification(ctx.pool, dialog_id)
     outcome = await answer_burst(ctx, state, job)
     REPLIES.labels(outcome).inc()
     await dialogs.finish_burst(ctx.pool, state)

@@ -56,6 +56,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """The pool's reset (asyncpg's `reset=`): nothing to send.
+
+    asyncpg's default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
+    every release: a second round trip for each query made through the pool, ~40 per chat (issue
+    18.2). Our code leaves no session state on a pooled connection: advisory locks are transaction
+    locks (migrate's session lock is released in its `finally`), settings are `SET LOCAL`, LISTEN
+    runs on a connection of its own (`core.jobs`), cursors live inside transactions; a module that
+    sets something for the session undoes it before it gives the connection back
+    (`bot.connections`), and tests/core/test_session_state.py checks the SQL for the rest. asyncpg
+    still rolls back a transaction left open before calling this.
+    """
+
+
 async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
@@ -63,6 +77,7 @@ async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asy
         max_size=max_size,
         init=_init_connection,
         connect=_connect,
+        reset=_keep_session,
         command_timeout=60,
         timeout=10,
     )

@@ -39,12 +39,7 @@ Semantics:
   it at commit, so the work is visible when the wake-up arrives). When the LISTEN connection is
   lost, the worker polls every `poll_seconds` until it is back, then wakes everything once.
 
-Why the CAPI outbox keeps its own row claim: its rows in `capi_events_log` are the audit trail,
-and one Meta request carries up to 1000 of them; a job per event would lose the batches, and a
-job per batch would need a second fence beside the row's. So the outbox is a loop of this queue
-(woken by `qualibot_capi`, and by its next due row), and its claim stays the row's `attempts`
-fence that lets a success and the dialog's flags commit in one statement (`capi.ledger`). The
-self-rescheduling `capi.send` job, and the `FOR SHARE` read that kept it alive, are gone.
+The CAPI outbox is a loop of this queue whose rows keep their own claim: docs/ARCHITECTURE.md says why.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     # a human operator's message pauses the bot for this dialog this long
     operator_pause_hours: float = Field(default=12.0, ge=0)
     # how often an idle worker looks for received messages to link (a safety poll: a new message wakes it)
-    intake_poll_seconds: float = Field(default=10.0, gt=0)
+    intake_poll_seconds: float = Field(default=60.0, gt=0)
     openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
     llm_model: str = "gpt-4o-mini"
@@ -50,8 +50,10 @@ class Settings(BaseSettings):
     capi_throttle_seconds: float = Field(default=60.0, ge=0)
     log_level: str = "info"
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    # worker tuning
-    worker_concurrency: int = Field(default=8, ge=1)
+    # worker tuning. A job is an asyncio task that holds a database connection only for its queries,
+    # so slots are cheap: most of a job's time is spent waiting on the LLM, Evolution or a CRM, and
+    # 8 slots made a 1 s LLM the bound of the whole process (issue 18.2)
+    worker_concurrency: int = Field(default=128, ge=1)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
@@ -70,7 +72,7 @@ class Settings(BaseSettings):
     jwt_grace_seconds: float = Field(default=1800.0, ge=0)
     # secrets (issue 14.2): how often a serving process reloads every configured secret value, so
     # logs and stored peer answers lose a token set by another process's `config apply`
-    secrets_refresh_seconds: float = Field(default=10.0, gt=0)
+    secrets_refresh_seconds: float = Field(default=60.0, gt=0)
 
     # --- LLM structured output (issue 13.4) ---
     # auto: json_schema, stepping down to json_object, then a JSON instruction, when the server refuses
@@ -109,7 +111,7 @@ class Settings(BaseSettings):
     # --- one queue (issue 15.2) ---
     # an idle worker sleeps until a NOTIFY, its next due job, or this safety poll (lost notifications);
     # worker_poll_seconds is its poll while the LISTEN connection is down
-    worker_idle_poll_seconds: float = Field(default=10.0, gt=0)
+    worker_idle_poll_seconds: float = Field(default=60.0, gt=0)
     # a job running longer than this is cancelled and counts as a failed attempt (a kind may set its own)
     job_timeout_seconds: float = Field(default=600.0, gt=0)
     # failed jobs (kept with their last error; finished ones are deleted at once) are purged after this; 0 keeps them

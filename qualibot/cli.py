@@ -1,5 +1,9 @@
 """`qualibot` command line. Each command lives in a `qualibot.cmd_*` module exposing
-`add_parser(subparsers)`; the parser it adds sets `func=async (args, settings) -> exit code`."""
+`add_parser(subparsers)`; the parser it adds sets `func=async (args, settings) -> exit code`.
+
+Only the module of the command being run is imported: the others pull in aiohttp, openai and the
+whole service (over a second of imports), which `--help` and `report` should not pay. The
+one-line help of every command therefore lives here, in `COMMANDS`, not in its module."""
 
 from __future__ import annotations
 
@@ -8,29 +12,29 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from core.errors import Permanent
-from core.logging import configure_logging
-from core.settings import Settings
-from qualibot.secret_values import register_settings_secrets
 
-COMMAND_MODULES = [
-    "qualibot.cmd_migrate",
-    "qualibot.cmd_config",
-    "qualibot.cmd_serve",
-    "qualibot.cmd_prompt",
-    "qualibot.cmd_report",
-    "qualibot.cmd_doctor",
-    "qualibot.cmd_demo",
-    "qualibot.cmd_capi",
-    "qualibot.cmd_bot",
-    "qualibot.cmd_privacy",
-]
+if TYPE_CHECKING:  # imported when a command runs: `--help` needs neither pydantic nor the database
+    from core.settings import Settings
 
-Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+# command → (the module that adds its parser, its line in `qualibot --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "migrate": ("qualibot.cmd_migrate", "apply pending database migrations"),
+    "config": ("qualibot.cmd_config", "apply or export tenants as YAML"),
+    "serve": ("qualibot.cmd_serve", "serve HTTP (and run workers)"),
+    "worker": ("qualibot.cmd_serve", "run job workers only"),
+    "prompt": ("qualibot.cmd_prompt", "qualification prompts of directions"),
+    "report": ("qualibot.cmd_report", "funnel and audit reports from capi_events_log"),
+    "doctor": ("qualibot.cmd_doctor", "check tokens, datasets, event names and CRM settings of every direction"),
+    "demo": ("qualibot.cmd_demo", "play a demo dialog against local stand-ins"),
+    "capi": ("qualibot.cmd_capi", "CAPI outbox operations"),
+    "bot": ("qualibot.cmd_bot", "the WhatsApp chatbot in one chat"),
+    "privacy": ("qualibot.cmd_privacy", "one person's data: export it (subject access) or erase it (LGPD, GDPR)"),
+}
+
+Command = Callable[[argparse.Namespace, "Settings"], Coroutine[Any, Any, int]]
 
 
 class CliError(Permanent):
@@ -41,17 +45,39 @@ class CliError(Permanent):
         self.exit_code = code
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the full arguments of the command named in `argv` (every command's when None)."""
     parser = argparse.ArgumentParser(
         prog="qualibot", description="WhatsApp and CRM lead qualification reported to Meta's Conversions API."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_parser(sub)
+    named = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    modules = {COMMANDS[named][0]} if named in COMMANDS else set() if argv is not None else {
+        module for module, _ in COMMANDS.values()}
+    for module in dict.fromkeys(m for m, _ in COMMANDS.values() if m in modules):
+        importlib.import_module(module).add_parser(_Commands(sub))
+    for name, (_, text) in COMMANDS.items():
+        if name not in sub.choices:  # listed, and parsed no further: a command not run needs no arguments
+            sub.add_parser(name, help=text)
     return parser
 
 
+class _Commands:
+    """The subparsers as a command module sees them: each command gets its line from `COMMANDS`."""
+
+    def __init__(self, sub: Any) -> None:
+        self._sub = sub
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._sub.add_parser(name, help=COMMANDS[name][1], **kwargs)
+        return parser
+
+
 def load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
     try:
         return Settings()
     except ValidationError as exc:
@@ -60,7 +86,11 @@ def load_settings() -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # unknown arguments: argparse exits 2 with usage
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)  # unknown arguments: argparse exits 2 with usage
+    from core.logging import configure_logging
+    from qualibot.secret_values import register_settings_secrets
+
     try:
         settings = load_settings()
         configure_logging(settings.log_level)

@@ -13,7 +13,7 @@ from qualibot.cli import CliError
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("bot", help="the WhatsApp chatbot in one chat")
+    p: argparse.ArgumentParser = sub.add_parser("bot")
     bsub = p.add_subparsers(dest="bot_command", required=True, metavar="ACTION")
     r = bsub.add_parser("resume", help="end an operator's pause early: the bot answers this chat again")
     r.add_argument("--instance", required=True, help="the Evolution instance name")

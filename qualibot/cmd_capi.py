@@ -24,7 +24,7 @@ def _since(value: str) -> datetime:
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("capi", help="CAPI outbox operations")
+    p: argparse.ArgumentParser = sub.add_parser("capi")
     csub = p.add_subparsers(dest="capi_command", required=True, metavar="ACTION")
     r = csub.add_parser("retry", help="re-evaluate error/skipped events and queue what can now be sent")
     r.add_argument("--status", choices=["error", "skipped"], action="append",

@@ -18,7 +18,7 @@ from qualibot.tenants_db import apply_config, export_config
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("config", help="apply or export tenants as YAML")
+    p: argparse.ArgumentParser = sub.add_parser("config")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     ap = csub.add_parser("apply", help="validate FILE and write it to the database")
     ap.add_argument("file", type=Path)

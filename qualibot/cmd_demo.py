@@ -40,7 +40,7 @@ DIALOG = [
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("demo", help="play a demo dialog against local stand-ins")
+    p: argparse.ArgumentParser = sub.add_parser("demo")
     p.add_argument("--timeout", type=float, default=50.0, help="seconds to wait for the events (default 50)")
     p.set_defaults(func=run)
 

@@ -35,9 +35,7 @@ from qualification.dialogs import count_suspicious
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "doctor", help="check tokens, datasets, event names and CRM settings of every direction",
-    )
+    p: argparse.ArgumentParser = sub.add_parser("doctor")
     p.add_argument("--online", action="store_true", help="also ask the CRM, Meta and Evolution whether the tokens work")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="per request with --online (default 5)")

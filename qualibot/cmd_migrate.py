@@ -12,7 +12,7 @@ from qualibot.cli import CliError
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("migrate", help="apply pending database migrations")
+    p: argparse.ArgumentParser = sub.add_parser("migrate")
     p.set_defaults(func=run)
 
 

@@ -38,8 +38,7 @@ log = get_logger("qualibot.privacy")
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "privacy", help="one person's data: export it (subject access) or erase it (LGPD, GDPR)")
+    p: argparse.ArgumentParser = sub.add_parser("privacy")
     psub = p.add_subparsers(dest="privacy_command", required=True, metavar="ACTION")
     for name, text in (("export", "print what is stored about a person, as JSON"),
                        ("erase", "remove a person's messages, phone, name and email everywhere")):

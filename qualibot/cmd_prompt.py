@@ -21,7 +21,7 @@ from qualification.prompt_gen import MAX_BUSINESS_CHARS, PromptGenerationFailed,
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("prompt", help="qualification prompts of directions")
+    p: argparse.ArgumentParser = sub.add_parser("prompt")
     psub = p.add_subparsers(dest="prompt_command", required=True, metavar="ACTION")
     gen = psub.add_parser(
         "generate", help="write a direction's qualification prompt from a business description",

@@ -27,8 +27,7 @@ CELL_WIDTH = 100  # table cells longer than this are cut; json and csv keep ever
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "report", help="funnel and audit reports from capi_events_log",
-        description="funnel: decisions per direction, dataset, UTC day and event; readiness: successes "
+        "report", description="funnel: decisions per direction, dataset, UTC day and event; readiness: successes "
         "in the last 7 days per level and the event to optimise for; errors: the newest failed sends; "
         "suspicious: dialogs whose client wrote to the analysing model.",
     )

@@ -25,10 +25,10 @@ log = get_logger("qualibot.serve")
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("serve", help="serve HTTP (and run workers)")
+    p: argparse.ArgumentParser = sub.add_parser("serve")
     p.add_argument("--no-workers", action="store_true", help="HTTP only; run `qualibot worker` elsewhere")
     p.set_defaults(func=run_serve)
-    w: argparse.ArgumentParser = sub.add_parser("worker", help="run job workers only")
+    w: argparse.ArgumentParser = sub.add_parser("worker")
     w.set_defaults(func=run_worker)
 
 

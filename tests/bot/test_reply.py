@@ -22,11 +22,14 @@ async def bot_messages(db: asyncpg.Pool) -> list[asyncpg.Record]:
 
 
 async def qualified(bot: Bot, n: int = 1) -> list[int]:
-    return await wait_for(lambda: _ready(bot.qualified, n), timeout=10, what=f"{n} qualification run(s)")
+    """`n` qualification runs, and every dialog job done (the qualification is queued as the job starts)."""
+    return await wait_for(lambda: _ready(bot, n), timeout=10, what=f"{n} qualification run(s)")
 
 
-async def _ready(runs: list[int], n: int) -> list[int]:
-    return runs if len(runs) >= n else []
+async def _ready(bot: Bot, n: int) -> list[int]:
+    if len(bot.qualified) < n or await bot.pool.fetchval("SELECT count(*) FROM jobs WHERE name = 'bot.dialog'"):
+        return []
+    return bot.qualified
 
 
 async def test_a_burst_of_five_gets_one_reply_and_one_qualification(
