@@ -29,9 +29,10 @@ class Instance:
 
 
 async def load_instance(db: Executor, name: str) -> Instance | None:
+    """An Evolution instance by name (a Cloud number's row is not one: its webhook is Meta's)."""
     row = await db.fetchrow(
         """SELECT name, account_id, webhook_secret, api_key, default_direction_id
-           FROM whatsapp_instances WHERE name = $1""",
+           FROM whatsapp_instances WHERE name = $1 AND channel = 'evolution'""",
         name,
     )
     return Instance(**dict(row)) if row else None
@@ -39,13 +40,17 @@ async def load_instance(db: Executor, name: str) -> Instance | None:
 
 async def evolution_endpoint(db: Executor, name: str) -> tuple[str, str] | None:
     """(api_url, api_key) of the instance: where and how its replies are sent."""
-    row = await db.fetchrow("SELECT api_url, api_key FROM whatsapp_instances WHERE name = $1", name)
+    row = await db.fetchrow(
+        "SELECT api_url, api_key FROM whatsapp_instances WHERE name = $1 AND channel = 'evolution'", name
+    )
     return (row["api_url"], row["api_key"]) if row else None
 
 
 async def evolution_endpoints(db: Executor) -> list[tuple[str, str, str]]:
     """(name, api_url, api_key) of every instance, by name."""
-    rows = await db.fetch("SELECT name, api_url, api_key FROM whatsapp_instances ORDER BY name")
+    rows = await db.fetch(
+        "SELECT name, api_url, api_key FROM whatsapp_instances WHERE channel = 'evolution' ORDER BY name"
+    )
     return [(r["name"], r["api_url"], r["api_key"]) for r in rows]
 
 

@@ -1,0 +1,58 @@
+"""Replies through Graph: `POST {META_GRAPH_URL}/{META_API_VERSION}/{phone_number_id}/messages`.
+
+The body is Meta's text message (`messaging_product: whatsapp`, `recipient_type: individual`,
+`to`, `type: text`, `text.body`; Cloud API "Send messages", developers.facebook.com/documentation/
+business-messaging/whatsapp/messages/text-messages); the number's token goes in the
+`Authorization` header, never the URL. Meta answers `{"messages": [{"id": "wamid…"}]}`: that id
+is what `statuses[]` later name. A send is never retried (after a timeout it may have gone out);
+every failure is returned as a `SendResult` whose error is classified (`bot.cloud.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from bot.cloud.errors import describe
+from bot.cloud.numbers import CloudNumber
+from bot.evolution import SendResult
+from bot.values import as_text
+from core.secrets import redact
+from core.settings import Settings
+
+
+class GraphMessages:
+    def __init__(self, http: aiohttp.ClientSession, settings: Settings, number: CloudNumber) -> None:
+        self.http = http
+        self.url = (f"{settings.meta_graph_url.rstrip('/')}/{settings.meta_api_version}/"
+                    f"{quote(number.phone_number_id, safe='')}/messages")
+        self.token = number.access_token
+        self.timeout = aiohttp.ClientTimeout(total=settings.meta_timeout_seconds)
+
+    async def send_text(self, to: str, text: str) -> SendResult:
+        body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "text",
+                "text": {"preview_url": False, "body": text}}
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            async with self.http.post(self.url, json=body, headers=headers, timeout=self.timeout) as resp:
+                status = resp.status
+                try:
+                    answer: Any = await resp.json(content_type=None)
+                except ValueError:
+                    answer = None
+        except TimeoutError:
+            return SendResult(False, None, error="transient: no answer from Graph, delivery unknown")
+        except (aiohttp.ClientError, OSError) as exc:
+            return SendResult(False, None, error=f"transient: connection to Graph failed: {type(exc).__name__}")
+        except asyncio.CancelledError:
+            raise
+        if 200 <= status < 300 and isinstance(answer, dict):
+            sent = answer.get("messages")
+            wamid = as_text(sent[0].get("id")) if isinstance(sent, list) and sent and isinstance(sent[0], dict) else None
+            if wamid:
+                return SendResult(True, status, external_id=wamid)
+        error = answer.get("error") if isinstance(answer, dict) else None
+        return SendResult(False, status, error=redact(describe(error, status))[:500])
