@@ -32,6 +32,7 @@ class _Kind:
     field: str | None  # the account's list in the file; None for the account itself
     secrets: tuple[str, ...]  # columns holding secrets: masked on export, registered for redaction
     rows: Callable[[Account], list[dict[str, Any]]]  # one row per object, in file order
+    file_key: str | None = None  # the file's field that gives `key`, when it is not named `key`
 
     def path(self, ai: int, i: int) -> str:
         return f"accounts[{ai}]" + (f".{self.field}[{i}]" if self.field else "")
@@ -115,7 +116,8 @@ KINDS: tuple[_Kind, ...] = (
     _Kind("account_directions", "id", "direction", "directions", (), _direction_rows),
     _Kind("whatsapp_instances", "name", "instance", "whatsapp_instances", ("api_key", "webhook_secret"),
           _instance_rows),
-    _Kind("whatsapp_instances", "name", "instance", "whatsapp_cloud_numbers", (), _cloud_instance_rows),
+    _Kind("whatsapp_instances", "name", "instance", "whatsapp_cloud_numbers", (), _cloud_instance_rows,
+          file_key="phone_number_id"),
     _Kind("whatsapp_cloud_numbers", "phone_number_id", "WhatsApp Cloud number", "whatsapp_cloud_numbers",
           ("access_token", "app_secret", "verify_token"), _cloud_number_rows),
 )
@@ -154,7 +156,8 @@ async def _check(
     for path, account, row in planned:
         have = stored.get(row[kind.key])
         if have is not None and have["account_id"] != account:
-            problems.append(f"{path}.{kind.key}: {kind.noun} {row[kind.key]!r} belongs to another account")
+            problems.append(f"{path}.{kind.file_key or kind.key}: {kind.noun} {row[kind.key]!r} "
+                            "belongs to another account")
             continue
         for col in kind.secrets:
             if not is_masked(col, row.get(col)):

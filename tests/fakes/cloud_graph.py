@@ -46,7 +46,7 @@ def _invalid(message: str, subcode: int | None = None) -> web.Response:
     return web.json_response({"error": error}, status=400)
 
 
-class FakeMetaGraph(FakeGraph):
+class FakeCloudGraph(FakeGraph):
     def __init__(self, *, numbers: dict[str, str], **kwargs: Any) -> None:
         self.numbers = dict(numbers)  # phone_number_id → its access token
         self.sent: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ import pytest
 
 from core.settings import Settings
 from qualibot.app import create_app
-from tests.fakes.cloud_graph import FakeMetaGraph
+from tests.fakes.cloud_graph import FakeCloudGraph
 from tests.fakes.cloud_webhook import CLOUD_TOKEN, NUMBER_ID, WABA, fixture_body, post, text_body, with_cloud_number
 from tests.fakes.llm import FakeLLM
 from tests.helpers import running, wait_for
@@ -40,10 +40,10 @@ def model(request: dict[str, Any]) -> str:
 
 @asynccontextmanager
 async def cloud_stack(db: asyncpg.Pool, make_settings: Callable[..., Settings]
-                      ) -> AsyncIterator[tuple[str, aiohttp.ClientSession, FakeMetaGraph]]:
+                      ) -> AsyncIterator[tuple[str, aiohttp.ClientSession, FakeCloudGraph]]:
     cfg = with_cloud_number(tenant_config())
     del cfg["accounts"][0]["directions"][0]["whatsapp_business_account_id"]  # taken from the number
-    async with FakeLLM(model) as llm, FakeMetaGraph(
+    async with FakeLLM(model) as llm, FakeCloudGraph(
         numbers={NUMBER_ID: CLOUD_TOKEN}, tokens={META_TOKEN, USER_TOKEN}, datasets={PIXEL_ID}
     ) as graph:
         await seed(db, cfg)
