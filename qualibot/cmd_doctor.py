@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.cloud.numbers import all_numbers
 from bot.drift import referral_shares
 from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.settings import Settings
@@ -30,7 +31,6 @@ from qualibot.doctor import (
     load_intake,
     load_undirected,
 )
-from bot.cloud.numbers import all_numbers
 from qualibot.doctor_online import check_cloud, check_evolution, check_online, load_instances
 from qualification.dialogs import count_suspicious
 
@@ -39,7 +39,8 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "doctor", help="check tokens, datasets, event names and CRM settings of every direction",
     )
-    p.add_argument("--online", action="store_true", help="also ask the CRM, Meta, Evolution and each WhatsApp Cloud number whether the tokens work")
+    p.add_argument("--online", action="store_true",
+                   help="also ask the CRM, Meta, Evolution and each WhatsApp Cloud number whether the tokens work")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="per request with --online (default 5)")
     p.set_defaults(func=run)

@@ -51,7 +51,8 @@ class GraphMessages:
             raise
         if 200 <= status < 300 and isinstance(answer, dict):
             sent = answer.get("messages")
-            wamid = as_text(sent[0].get("id")) if isinstance(sent, list) and sent and isinstance(sent[0], dict) else None
+            first = sent[0] if isinstance(sent, list) and sent else None
+            wamid = as_text(first.get("id")) if isinstance(first, dict) else None
             if wamid:
                 return SendResult(True, status, external_id=wamid)
         error = answer.get("error") if isinstance(answer, dict) else None

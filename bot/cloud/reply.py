@@ -31,5 +31,6 @@ class CloudReply:
         wrote = await client_message_time(self.pool, self.last_client_id) if self.last_client_id else None
         if wrote is None or datetime.now(UTC) - wrote > WINDOW:
             when = f"the person last wrote {wrote:%Y-%m-%d %H:%M} UTC" if wrote else "no message from the person"
-            return SendResult(False, None, error=f"not sent: outside WhatsApp's 24-hour customer-service window ({when})")
+            why = f"not sent: outside WhatsApp's 24-hour customer-service window ({when})"
+            return SendResult(False, None, error=why)
         return await self.graph.send_text(self.to, text)

@@ -16,7 +16,15 @@ from bot.drain import drain
 from core.settings import Settings
 from qualibot.app import create_app
 from tests.fakes.cloud_webhook import (
-    APP_SECRET, NUMBER_ID, PATH, VERIFY_TOKEN, encode, fixture_body, post, text_body, with_cloud_number,
+    APP_SECRET,
+    NUMBER_ID,
+    PATH,
+    VERIFY_TOKEN,
+    encode,
+    fixture_body,
+    post,
+    text_body,
+    with_cloud_number,
 )
 from tests.helpers import running
 from tests.seed import seed, tenant_config
