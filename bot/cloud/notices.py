@@ -9,7 +9,10 @@ One row per notice: a redelivery finds its key and writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import asyncpg
 
 from bot.cloud.parse import Notice
 from core.jobs import Executor
@@ -38,6 +41,23 @@ async def dialog_notices(db: Executor, dialog_id: int) -> list[dict[str, Any]]:
         dialog_id,
     )
     return [dict(r) for r in rows]
+
+
+async def dialogs_notices(db: Executor, dialog_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The notices of these dialogs (a person's, for `qualibot privacy export`)."""
+    rows = await db.fetch(
+        """SELECT dialog_id, kind, event_name, ctwa_clid, body, occurred_at FROM whatsapp_cloud_notices
+           WHERE dialog_id = ANY ($1::bigint[]) ORDER BY id""",
+        list(dialog_ids),
+    )
+    return [dict(r) for r in rows]
+
+
+async def forget_dialogs(conn: asyncpg.Connection, dialog_ids: Sequence[int]) -> int:
+    """Delete these dialogs' notices (privacy erase: they hold the person's click id); how many."""
+    status = await conn.execute("DELETE FROM whatsapp_cloud_notices WHERE dialog_id = ANY ($1::bigint[])",
+                                list(dialog_ids))
+    return int(status.split()[-1])
 
 
 async def count_notices(db: Executor, instance_name: str) -> dict[str, int]:

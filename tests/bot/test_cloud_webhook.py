@@ -12,6 +12,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from bot import privacy
 from bot.drain import drain
 from core.settings import Settings
 from qualibot.app import create_app
@@ -219,3 +220,40 @@ async def test_the_evolution_route_does_not_answer_for_a_cloud_number(cloud_app:
                                  headers={"X-Webhook-Secret": ""}) as resp:
             assert resp.status == 404
         assert (await app.counts())["messages"] == 0
+
+
+async def test_a_person_without_a_phone_is_keyed_by_the_user_id_meta_sends(cloud_app: Any) -> None:
+    """WhatsApp usernames: no phone in `from`; `from_user_id` is our guess at the field (fixtures README)."""
+    async with cloud_app() as app:
+        body = text_body(PHONE, "hi", "wamid.USER1", clid=CLID)
+        message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+        del message["from"]
+        message["from_user_id"] = "US.13491208655302741918"
+        body["entry"][0]["changes"][0]["value"]["contacts"] = [
+            {"profile": {"name": "Sheena"}, "user_id": "US.13491208655302741918"}]
+        status, answer = await post(app.http, app.url, body)
+        assert (status, answer["results"][0]["status"]) == (200, "stored")
+        await drain(app.db, app.settings)
+        lead = await app.db.fetchrow("SELECT * FROM leads")
+        assert (lead["phone"], lead["is_lid"], lead["ctwa_clid"]) == ("US.13491208655302741918", True, CLID)
+        message["from_user_id"] = ""  # neither a phone nor a user id: that message is invalid, nothing stored
+        message["id"] = "wamid.USER2"
+        status, answer = await post(app.http, app.url, body)
+        assert (status, answer["results"][0]["status"]) == (200, "invalid")
+        assert (await app.counts())["messages"] == 1
+
+
+async def test_erasing_the_person_deletes_metas_automatic_events_of_their_dialog(cloud_app: Any) -> None:
+    async with cloud_app() as app:
+        event = fixture_body("automatic-event-lead.json")
+        await post(app.http, app.url, text_body(PHONE, "hi", event["entry"][0]["changes"][0]["value"]
+                                                ["automatic_events"][0]["id"], clid=CLID))
+        await drain(app.db, app.settings)
+        await post(app.http, app.url, event)
+        found = await privacy.find_person(app.db, [("clinic", PHONE)])
+        exported = await privacy.export_person(app.db, [("clinic", PHONE)], found)
+        assert [n["event_name"] for n in exported["whatsapp_cloud_notices"]] == ["LeadSubmitted"]
+        async with app.db.acquire() as conn, conn.transaction():
+            rows = await privacy.erase_person(conn, [("clinic", PHONE)], found)
+        assert rows["whatsapp_cloud_notices"] == 1
+        assert (await app.counts())["notices"] == 0
