@@ -24,7 +24,6 @@ CREATE TABLE whatsapp_cloud_numbers (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX whatsapp_cloud_numbers_account ON whatsapp_cloud_numbers (account_id);
-CREATE INDEX whatsapp_cloud_numbers_verify ON whatsapp_cloud_numbers (verify_token);
 
 -- Meta's delivery statuses of our replies (statuses[]: sent, delivered, read, failed), on the reply.
 ALTER TABLE messages

@@ -10,8 +10,6 @@ every failure is returned as a `SendResult` whose error is classified (`bot.clou
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -19,6 +17,7 @@ import aiohttp
 from bot.cloud.errors import describe
 from bot.cloud.numbers import CloudNumber
 from bot.evolution import SendResult
+from bot.peer_http import post_json
 from bot.values import as_text
 from core.secrets import redact
 from core.settings import Settings
@@ -35,25 +34,16 @@ class GraphMessages:
     async def send_text(self, to: str, text: str) -> SendResult:
         body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "text",
                 "text": {"preview_url": False, "body": text}}
-        headers = {"Authorization": f"Bearer {self.token}"}
-        try:
-            async with self.http.post(self.url, json=body, headers=headers, timeout=self.timeout) as resp:
-                status = resp.status
-                try:
-                    answer: Any = await resp.json(content_type=None)
-                except ValueError:
-                    answer = None
-        except TimeoutError:
+        answer = await post_json(self.http, self.url, body, {"Authorization": f"Bearer {self.token}"}, self.timeout)
+        if answer.timed_out:
             return SendResult(False, None, error="transient: no answer from Graph, delivery unknown")
-        except (aiohttp.ClientError, OSError) as exc:
-            return SendResult(False, None, error=f"transient: connection to Graph failed: {type(exc).__name__}")
-        except asyncio.CancelledError:
-            raise
-        if 200 <= status < 300 and isinstance(answer, dict):
-            sent = answer.get("messages")
+        if answer.status is None:
+            return SendResult(False, None, error=f"transient: connection to Graph failed: {answer.failure}")
+        if 200 <= answer.status < 300 and isinstance(answer.body, dict):
+            sent = answer.body.get("messages")
             first = sent[0] if isinstance(sent, list) and sent else None
             wamid = as_text(first.get("id")) if isinstance(first, dict) else None
             if wamid:
-                return SendResult(True, status, external_id=wamid)
-        error = answer.get("error") if isinstance(answer, dict) else None
-        return SendResult(False, status, error=redact(describe(error, status))[:500])
+                return SendResult(True, answer.status, external_id=wamid)
+        error = answer.body.get("error") if isinstance(answer.body, dict) else None
+        return SendResult(False, answer.status, error=redact(describe(error, answer.status))[:500])

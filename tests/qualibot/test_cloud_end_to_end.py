@@ -3,12 +3,9 @@ reply through the fake Graph → levels → CAPI events with the click id and th
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -20,22 +17,12 @@ from tests.fakes.cloud_graph import FakeCloudGraph
 from tests.fakes.cloud_webhook import CLOUD_TOKEN, NUMBER_ID, WABA, fixture_body, post, text_body, with_cloud_number
 from tests.fakes.llm import FakeLLM
 from tests.helpers import running, wait_for
+from tests.qualibot.test_end_to_end import model  # the same model: replies, and levels from booking words
 from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, seed, tenant_config
 
 PHONE = "16505551234"
 CLID = "Aff-n8ZTODiE79d22KtAwQKj9e-e2e"
 AD = "120239177205810192"
-
-
-def model(request: dict[str, Any]) -> str:
-    """Replies to chat turns; for an analysis, cites the client's messages that mention a booking."""
-    if not request.get("response_format"):
-        return "Which day suits you?"
-    lines = [json.loads(line) for m in request["messages"] for line in str(m["content"]).splitlines()
-             if line.startswith("{") and '"role"' in line]
-    booked = [m["id"] for m in lines if m["role"] == "client" and re.search(r"book", m["text"])]
-    return json.dumps({"is_interested": True, "is_qualified": bool(booked), "is_scheduled": bool(booked),
-                       "evidence_message_ids": booked, "reasoning": "booking confirmed"})
 
 
 @asynccontextmanager
