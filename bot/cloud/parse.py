@@ -38,6 +38,8 @@ CAPTIONED = ("image", "video", "document")
 PLACEHOLDER_TYPES = frozenset({"audio", "sticker", "location", "contacts", "order", "image", "video", "document"})
 # no words from the person: a reaction to a message, a number change notice, what Meta cannot read
 NO_CONTENT_TYPES = frozenset({"reaction", "system", "unsupported", "unknown", "request_welcome"})
+# the webhook fields read here; the app may be subscribed to others (template status, account updates…)
+FIELDS = frozenset({"messages", "automatic_events"})
 REFERRAL_FIELDS = ("source_url", "source_id", "source_type", "headline", "body", "media_type", "ctwa_clid")
 
 
@@ -72,7 +74,7 @@ class Notice:
 
 @dataclass
 class Change:
-    """One `entry[].changes[]` item: everything Meta said about one business number."""
+    """One `entry[].changes[]` item of a field read here: everything Meta said about one business number."""
 
     phone_number_id: str
     waba_id: str | None
@@ -95,8 +97,9 @@ def _dict(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def parse_body(body: Any) -> list[Change]:
-    """Every change of the body, in order; raises BadCloudBody when the shape is not Meta's."""
+def parse_body(body: Any) -> tuple[list[Change], list[str]]:
+    """The body's changes of the fields read here, in order, and the other fields it names (answered
+    200 and left alone, so Meta does not retry them); raises BadCloudBody when the shape is not Meta's."""
     body = _dict(body, "the body")
     if body.get("object") != OBJECT:
         raise BadCloudBody(f"object must be {OBJECT!r}")
@@ -104,13 +107,18 @@ def parse_body(body: Any) -> list[Change]:
     if not entries:
         raise BadCloudBody("entry is empty")
     changes: list[Change] = []
+    others: list[str] = []
     for ei, entry in enumerate(entries):
         entry = _dict(entry, f"entry[{ei}]")
         for ci, change in enumerate(_list(entry.get("changes"), f"entry[{ei}].changes")):
             where = f"entry[{ei}].changes[{ci}]"
-            value = _dict(_dict(change, where).get("value"), f"{where}.value")
+            field_name = as_text(_dict(change, where).get("field"))
+            if field_name is not None and field_name not in FIELDS:
+                others.append(field_name[:64])
+                continue
+            value = _dict(change.get("value"), f"{where}.value")
             changes.append(_change(value, as_text(entry.get("id")), where))
-    return changes
+    return changes, others
 
 
 def _change(value: dict[str, Any], waba_id: str | None, where: str) -> Change:

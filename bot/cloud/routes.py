@@ -68,12 +68,13 @@ async def webhook(request: web.Request) -> web.Response:
         raise ApiError(401, "bad_signature", f"{HEADER} is missing or is not the HMAC-SHA256 of the body "
                        "with a configured app secret")
     try:
-        changes = parse_body(parse_json(raw))
+        changes, other_fields = parse_body(parse_json(raw))
     except BadInput:
         _count("bad_request")
         raise
     numbers = await _numbers(cache, request, changes, secret)
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = [{"status": "ignored", "field": f} for f in other_fields]
+    _count("other_field", len(other_fields))
     for change, number in zip(changes, numbers, strict=True):
         results.extend(await _store(request, change, number))
     return web.json_response({"status": "ok", "results": results})

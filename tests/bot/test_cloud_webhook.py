@@ -257,3 +257,16 @@ async def test_erasing_the_person_deletes_metas_automatic_events_of_their_dialog
             rows = await privacy.erase_person(conn, [("clinic", PHONE)], found)
         assert rows["whatsapp_cloud_notices"] == 1
         assert (await app.counts())["notices"] == 0
+
+
+async def test_fields_not_read_here_are_answered_200_and_left_alone(cloud_app: Any) -> None:
+    """The app may be subscribed to more than `messages` (Meta's template status updates carry no
+    phone number metadata): such a change is acknowledged, so Meta does not retry it, and not stored.
+    The value below is a guess at that field's shape (no payload was read for it); only `field` matters."""
+    async with cloud_app() as app:
+        body = {"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "time": 1739321024,
+                "changes": [{"field": "message_template_status_update",
+                             "value": {"event": "APPROVED", "message_template_id": 1234, "reason": "NONE"}}]}]}
+        status, answer = await post(app.http, app.url, body)
+        assert (status, answer["results"]) == (200, [{"status": "ignored", "field": "message_template_status_update"}])
+        assert await app.counts() == {"messages": 0, "notices": 0, "statuses": 0}
