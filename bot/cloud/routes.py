@@ -29,7 +29,7 @@ from bot.cloud.parse import Change, parse_body
 from bot.cloud.signature import HEADER, matching_secret
 from bot.instances import Instance
 from bot.intake import InstanceGone, Stored, store_messages
-from bot.parse import Ignored, Invalid, Message
+from bot.parse import Ignored, Message
 from bot.routes import PINNED
 from core.errors import BadInput
 from core.metrics import WEBHOOKS
@@ -89,7 +89,7 @@ async def _numbers(cache: NumberCache, request: web.Request, changes: list[Chang
             _count("unknown_number")
             raise ApiError(404, "unknown_phone_number_id",
                            f"no WhatsApp Cloud number {change.phone_number_id!r} is configured")
-        if number.app_secret != secret:
+        if number.app_secret != secret:  # two values of ours: nothing to learn from the time
             _count("unauthorized")
             raise ApiError(401, "bad_signature", f"number {change.phone_number_id!r} belongs to another app: "
                            "the body is signed with a different app secret")
@@ -98,29 +98,9 @@ async def _numbers(cache: NumberCache, request: web.Request, changes: list[Chang
 
 
 async def _store(request: web.Request, change: Change, number: CloudNumber) -> list[dict[str, Any]]:
+    """One change's outcomes, in order: its messages, the statuses of our replies, its notices."""
     pool = request.app[CTX].pool
-    results: list[dict[str, Any]] = []
-    messages = [m for m in change.messages if isinstance(m, Message)]
-    outcomes: Iterator[Stored] = iter(())
-    if messages:
-        # the intake knows a number by its instance row (the drain reads its default direction there);
-        # the Evolution-only fields play no part in storing
-        instance = Instance(number.instance_name, number.account_id, "", "", None)
-        try:
-            stored = await store_messages(request.app[PINNED], pool, instance, messages)
-        except InstanceGone:
-            request.app[NUMBERS].forget(number.phone_number_id)
-            raise ApiError(404, "unknown_phone_number_id",
-                           f"no WhatsApp Cloud number {number.phone_number_id!r} is configured") from None
-        outcomes = iter(stored)  # in the order of `messages`
-    for m in change.messages:
-        if isinstance(m, Message):
-            done = next(outcomes)
-            results.append({"id": done.message_id, "status": done.outcome})
-        elif isinstance(m, Ignored | Invalid):
-            results.append({"id": m.message_id, "status": "ignored" if isinstance(m, Ignored) else "invalid",
-                            "reason": m.reason})
-        _count(results[-1]["status"])
+    results = await _store_messages(request, change, number)
     for s in change.statuses:
         error = "; ".join(describe(e) for e in s.errors) or "failed (Meta gave no reason)"
         changed = await record_peer_status(pool, number.instance_name, s.wamid, s.status, s.at,
@@ -131,6 +111,31 @@ async def _store(request: web.Request, change: Change, number: CloudNumber) -> l
         new = await notices.store_notice(pool, number.instance_name, n)
         results.append({"id": n.wamid, "status": n.kind if new else "duplicate", "event": n.event_name})
         _count(n.kind if new else "duplicate")
+    return results
+
+
+async def _store_messages(request: web.Request, change: Change, number: CloudNumber) -> list[dict[str, Any]]:
+    messages = [m for m in change.messages if isinstance(m, Message)]
+    outcomes: Iterator[Stored] = iter(())
+    if messages:
+        # the intake knows a number by its instance row (the drain reads its default direction there);
+        # the Evolution-only fields play no part in storing
+        instance = Instance(number.instance_name, number.account_id, "", "", None)
+        try:
+            outcomes = iter(await store_messages(request.app[PINNED], request.app[CTX].pool, instance, messages))
+        except InstanceGone:  # removed from the configuration since the cached lookup
+            request.app[NUMBERS].forget(number.phone_number_id)
+            raise ApiError(404, "unknown_phone_number_id",
+                           f"no WhatsApp Cloud number {number.phone_number_id!r} is configured") from None
+    results: list[dict[str, Any]] = []
+    for m in change.messages:
+        if isinstance(m, Message):
+            done = next(outcomes)  # in the order of `messages`
+            results.append({"id": done.message_id, "status": done.outcome})
+        else:
+            results.append({"id": m.message_id, "status": "ignored" if isinstance(m, Ignored) else "invalid",
+                            "reason": m.reason})
+        _count(results[-1]["status"])
     return results
 
 
