@@ -14,7 +14,11 @@ counts in the service's requests/s and CPU. Prints the ratio, and how long messa
 the drain (receipt to link).
 
     .venv/bin/python bench/ingest.py [--requests 4000] [--rounds 3] [--concurrency 32] [--half-seconds 5]
-        [--preload N] [--compare-preload 10000,1000000]
+        [--preload N] [--compare-preload 10000,1000000] [--route evolution|cloud]
+
+`--route cloud` posts Meta's WhatsApp Cloud API webhook instead (`POST /webhooks/whatsapp-cloud`,
+Meta's documented text message, signed with the number's app secret), each a new chat, at the
+service, and the same bodies at the same raw-insert baseline in the same run.
 
 `--preload N` first stores N messages (N/10 dialogs and leads, set-based SQL) and ANALYZEs, so the
 intake runs against large tables; `--compare-preload A,B` runs the whole benchmark once per size
@@ -49,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 from tests.dbsetup import fresh_database  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.proof.database import prepare  # noqa: E402
-from tests.seed import WEBHOOK_SECRET  # noqa: E402
+from tests.seed import WEBHOOK_SECRET, seed, tenant_config  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "bot" / "fixtures" / "evolution" / "text-2.3.7.json"
 POOL_SIZE = 10  # the service's default db_pool_max; the baseline gets the same
@@ -76,7 +80,8 @@ async def serve_baseline(port: int, dsn: str) -> None:
         return web.json_response({"status": "ok"})
 
     app = web.Application()
-    app.router.add_post("/webhooks/evolution", handler)
+    for route in ROUTES.values():
+        app.router.add_post(route.path, handler)
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -122,8 +127,40 @@ class Bodies:
 HEADERS = {"X-Webhook-Secret": WEBHOOK_SECRET, "Content-Type": "application/json"}
 
 
+class CloudBodies:
+    """`--route cloud`: Meta's documented text message (tests/bot/fixtures/cloud), a new chat each."""
+
+    def __init__(self) -> None:
+        from tests.fakes.cloud_webhook import text_body
+        self.text_body = text_body
+        self.n = 0
+
+    def next(self) -> bytes:
+        self.n += 1
+        body = self.text_body(f"5511{self.n:09d}", f"Olá! Quanto custa o implante? #{self.n}",
+                              f"wamid.BENCH{self.n:012d}")
+        return json.dumps(body, ensure_ascii=False).encode()
+
+
+@dataclass
+class Route:
+    path: str
+    bodies: type[Bodies] | type[CloudBodies]
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        if self.bodies is Bodies:
+            return HEADERS
+        from bot.cloud.signature import HEADER, sign
+        from tests.fakes.cloud_webhook import APP_SECRET
+        return {HEADER: sign(body, APP_SECRET), "Content-Type": "application/json"}  # signed as Meta signs
+
+
+ROUTES = {"evolution": Route("/webhooks/evolution", Bodies), "cloud": Route("/webhooks/whatsapp-cloud", CloudBodies)}
+ROUTE = ROUTES["evolution"]  # set from --route
+
+
 async def _post(http: aiohttp.ClientSession, url: str, body: bytes) -> bool:
-    async with http.post(url, data=body, headers=HEADERS) as resp:
+    async with http.post(url, data=body, headers=ROUTE.headers(body)) as resp:
         await resp.read()
         return resp.status == 200
 
@@ -253,7 +290,7 @@ async def measure(url: str, proc: subprocess.Popen[bytes], pool: asyncpg.Pool, b
                   concurrency: int, *, drained: bool) -> tuple[Result, Cost]:
     before, db_before = cpu_seconds(proc.pid), await backend_cpu(pool)
     started = time.perf_counter()
-    result = await closed_loop(url + "/webhooks/evolution", bodies, concurrency)
+    result = await closed_loop(url + ROUTE.path, bodies, concurrency)
     if drained:  # the round ends when intake is complete, not at the last 200
         await all_linked(pool)
         result.seconds = time.perf_counter() - started
@@ -322,6 +359,9 @@ async def last_message_id(pool: asyncpg.Pool) -> int:
 async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
     async with fresh_database(Path(tempfile.mkdtemp(prefix="qualibot-bench-"))) as dsn:
         pool = await prepare(dsn, evolution_url="http://127.0.0.1:9")  # no reply is sent in a run
+        if ROUTE.bodies is CloudBodies:
+            from tests.fakes.cloud_webhook import with_cloud_number
+            await seed(pool, with_cloud_number(tenant_config(evolution_url="http://127.0.0.1:9")))
         if preload_messages:
             await preload(pool, preload_messages)
         names = ("baseline", "service")
@@ -338,9 +378,9 @@ async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
             urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
             for name in names:
                 await wait_healthy(urls[name], procs[name])
-            gen = Bodies()
+            gen = ROUTE.bodies()
             for name in names:  # warm up both: connections, prepared statements, caches
-                await closed_loop(urls[name] + "/webhooks/evolution", [gen.next() for _ in range(500)],
+                await closed_loop(urls[name] + ROUTE.path, [gen.next() for _ in range(500)],
                                   args.concurrency)
             await all_linked(pool)
             first = await last_message_id(pool)
@@ -356,7 +396,7 @@ async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
                 rate = statistics.median(r.rps for r in peaks[name]) / 2
                 bodies = [gen.next() for _ in range(int(rate * args.half_seconds))]
                 first = await last_message_id(pool)
-                halves[name] = await open_loop(urls[name] + "/webhooks/evolution", bodies, rate)
+                halves[name] = await open_loop(urls[name] + ROUTE.path, bodies, rate)
                 if name == "service":
                     await all_linked(pool)
                     lag_ms["half"] = tuple(await pool.fetchrow(LAG_SQL, first, await last_message_id(pool)))
@@ -404,6 +444,7 @@ async def run_once(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace, outcome: Outcome) -> None:
     peaks, costs, halves, stored, jobs = outcome.peaks, outcome.costs, outcome.halves, outcome.stored, outcome.jobs
+    print(f"route: {ROUTE.path} ({args.route})")
     print(f"ingest: {args.rounds} alternating rounds of {args.requests} requests per server, concurrency "
           f"{args.concurrency}, every request a new chat; {os.cpu_count()} CPUs shared by the load generator, "
           "both servers and PostgreSQL")
@@ -448,7 +489,11 @@ def main() -> int:
                         help="store N messages (N/10 dialogs and leads) before the run")
     parser.add_argument("--compare-preload", default="", metavar="A,B",
                         help="run once per preloaded size (e.g. 10000,1000000) and compare the service's p99")
+    parser.add_argument("--route", choices=sorted(ROUTES), default="evolution",
+                        help="which webhook the service gets: Evolution's, or Meta's WhatsApp Cloud API")
     args = parser.parse_args()
+    global ROUTE
+    ROUTE = ROUTES[args.route]
     if args.compare_preload:
         sizes = [int(x) for x in args.compare_preload.split(",") if x.strip()]
         return asyncio.run(compare_preload(args, sizes))

@@ -12,13 +12,13 @@ is not on WhatsApp, 5xx server trouble (and 503 `LICENSE_REQUIRED` on an unactiv
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
+from bot.peer_http import post_json
 from bot.values import as_text
 from core.secrets import redact
 
@@ -63,20 +63,13 @@ class EvolutionClient:
         if delay_ms > 0:
             body["delay"] = delay_ms
         timeout = aiohttp.ClientTimeout(total=delay_ms / 1000 + TIMEOUT_MARGIN)
-        try:
-            async with self.http.post(url, json=body, headers={"apikey": self.api_key}, timeout=timeout) as resp:
-                status = resp.status
-                try:
-                    answer: Any = await resp.json(content_type=None)
-                except ValueError:
-                    answer = None
-        except TimeoutError:
+        answer = await post_json(self.http, url, body, {"apikey": self.api_key}, timeout)
+        if answer.timed_out:
             return SendResult(False, None, error="timeout: no answer from Evolution, delivery unknown")
-        except (aiohttp.ClientError, OSError) as exc:
-            return SendResult(False, None, error=f"connection failed: {type(exc).__name__}")
-        except asyncio.CancelledError:
-            raise
+        if answer.status is None:
+            return SendResult(False, None, error=f"connection failed: {answer.failure}")
+        status = answer.status
         if 200 <= status < 300:
-            key = answer.get("key") if isinstance(answer, dict) else None
+            key = answer.body.get("key") if isinstance(answer.body, dict) else None
             return SendResult(True, status, external_id=as_text(key.get("id")) if isinstance(key, dict) else None)
-        return SendResult(False, status, error=redact(describe_error(status, answer))[:500])
+        return SendResult(False, status, error=redact(describe_error(status, answer.body))[:500])

@@ -6,7 +6,8 @@ the run stops there, and the drain queues the next one when it links that messag
 It first queues the dialog's qualification (every case: level 1 is a count and needs no reply, so
 the Lead event does not wait for the reply's LLM call), then answers the burst unless a human
 operator took over (the dialog is paused), the direction's `reply_to` withholds it
-(`bot.operator`), or no LLM is configured.
+(`bot.operator`), or no LLM is configured. The reply goes out through the instance's transport
+(`bot.transport`): Evolution's sendText, or Graph for a WhatsApp Cloud API number.
 A reply is recorded before it is sent and keyed on the burst, so it is sent at most once; Evolution's
 errors are recorded on the message and not retried (a timed-out send may have been delivered).
 LLM errors are retried a few times with the job's backoff, then the burst goes unanswered.
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 from bot import dialogs
 from bot.drain import DRAIN_MIN_INTERVAL, INTAKE_CHANNEL, DrainLoop
-from bot.evolution import EvolutionClient
 from bot.intake import DIALOG_JOB
 from bot.operator import reply_withheld
 from bot.reply import HISTORY_LIMIT, compose_reply
+from bot.transport import reply_transport
 from core.context import AppContext
 from core.jobs import Job, JobRegistry, Retry
 from core.logging import get_logger
@@ -46,7 +47,8 @@ async def answer_burst(ctx: AppContext, state: dialogs.ReplyState, job: Job) -> 
         return withheld
     if ctx.llm is None:
         return "no_llm"
-    if not state.api_url or not state.api_key:
+    transport = await reply_transport(ctx, state)
+    if transport is None:
         return "no_instance"
     turns = await dialogs.history(ctx.pool, state.id, state.last_client_id, HISTORY_LIMIT)
     try:
@@ -62,8 +64,7 @@ async def answer_burst(ctx: AppContext, state: dialogs.ReplyState, job: Job) -> 
     message_id = await dialogs.record_reply(ctx.pool, state, text)
     if message_id is None:
         return "already_answered"
-    client = EvolutionClient(ctx.http, state.api_url, state.api_key)
-    result = await client.send_text(state.instance_name, state.number, text)
+    result = await transport.send(text)
     await dialogs.record_delivery(ctx.pool, message_id, result)
     if not result.ok:
         log.warning("bot.send_failed", dialog_id=state.id, message_id=message_id, status=result.status,

@@ -7,6 +7,7 @@ account the search covers (`qualibot.cmd_privacy` reads the typed phone with eac
 - messages: every message of the person's dialogs, and their messages still waiting for the
   intake drain, are deleted (text, push name, referral);
 - leads: deleted (phone, push name, email, click id, ad referral);
+- Meta's automatic events and errors of their dialogs (`whatsapp_cloud_notices`: the click id): deleted;
 - dialogs: kept, so the funnel's counts and levels and the audit rows' link stay, but the phone
   becomes `erased-<dialog id>` and the model's reasoning (which may quote the person) is removed.
 
@@ -23,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.cloud import notices
 from bot.instances import instance_directions
 from bot.lids import forget_lids, lids_of
 from core.jobs import Executor
@@ -68,7 +70,8 @@ async def export_person(db: Executor, targets: Targets, found: Found) -> dict[st
     """What is stored about the person here: leads, dialogs, messages (oldest first), LIDs."""
     messages = await dialogs.person_messages(db, found.dialog_ids, await _waiting_chats(db, [*targets, *found.lids]))
     return {"leads": found.leads, "dialogs": found.dialogs, "messages": messages,
-            "whatsapp_lids": [{"account_id": a, "lid": lid} for a, lid in found.lids]}
+            "whatsapp_lids": [{"account_id": a, "lid": lid} for a, lid in found.lids],
+            "whatsapp_cloud_notices": await notices.dialogs_notices(db, found.dialog_ids)}
 
 
 async def erase_person(conn: asyncpg.Connection, targets: Targets, found: Found) -> dict[str, int]:
@@ -78,7 +81,9 @@ async def erase_person(conn: asyncpg.Connection, targets: Targets, found: Found)
     anonymised = await dialogs.anonymise(conn, found.dialog_ids, ERASED_PREFIX)
     deleted = await leads.delete_leads(conn, [int(lead["id"]) for lead in found.leads])
     lid_rows = await forget_lids(conn, targets)
-    return {"messages": messages, "leads": deleted, "dialog_analysis": anonymised, "whatsapp_lids": lid_rows}
+    notice_rows = await notices.forget_dialogs(conn, found.dialog_ids)
+    return {"messages": messages, "leads": deleted, "dialog_analysis": anonymised, "whatsapp_lids": lid_rows,
+            "whatsapp_cloud_notices": notice_rows}
 
 
 async def _waiting_chats(db: Executor, targets: Targets) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.cloud.numbers import all_numbers
 from bot.drift import referral_shares
 from core.db import UNAVAILABLE_ERRORS, open_pool
 from core.settings import Settings
@@ -30,13 +31,14 @@ from qualibot.doctor import (
     load_intake,
     load_undirected,
 )
-from qualibot.doctor_online import check_evolution, check_online, load_instances
+from qualibot.doctor_online import check_cloud, check_evolution, check_online, load_instances
 from qualification.dialogs import count_suspicious
 
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("doctor")
-    p.add_argument("--online", action="store_true", help="also ask the CRM, Meta and Evolution whether the tokens work")
+    p.add_argument("--online", action="store_true",
+                   help="also ask the CRM, Meta, Evolution and each WhatsApp Cloud number whether the tokens work")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="per request with --online (default 5)")
     p.set_defaults(func=run)
@@ -51,6 +53,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             intake = await load_intake(pool)
             crossed = await cross_account_findings(pool)
             instances = await load_instances(pool) if args.online else []
+            numbers = await all_numbers(pool) if args.online else []
             undirected = await load_undirected(pool)
             shares = await referral_shares(pool, settings.click_id_drift_chats)
             suspicious = await count_suspicious(pool)
@@ -65,6 +68,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         findings += await check_online(dirs, settings, args.timeout)
     if instances:
         findings += await check_evolution(instances, args.timeout)
+    if numbers:
+        findings += await check_cloud(numbers, settings, args.timeout)
     sys.stdout.write(render(findings))
     return 1 if any(f.severity == "ERROR" for f in findings) else 0
 

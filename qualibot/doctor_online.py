@@ -6,7 +6,9 @@ One read-only request per distinct credential, all at once, each bounded by a sh
 - amoCRM: `GET {base_url}/api/v4/account` with `Authorization: Bearer`;
 - Bitrix24: `GET {rest_url}profile` (the webhook URL carries its secret, so only its host is shown);
 - Evolution: `GET {api_url}/instance/connectionState/{instance}` with the `apikey` header, per
-  WhatsApp instance (`check_evolution`).
+  WhatsApp instance (`check_evolution`);
+- WhatsApp Cloud API: `GET {META_GRAPH_URL}/{META_API_VERSION}/{phone_number_id}` with the number's
+  token as `Authorization: Bearer`, per number (`check_cloud`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import asyncpg
 
+from bot.cloud.errors import describe
+from bot.cloud.numbers import CloudNumber
 from bot.instances import evolution_endpoints
 from core.settings import Settings
 from qualibot.doctor import DirectionSetup, Finding, Severity, mask
@@ -182,3 +186,34 @@ async def _evolution(http: aiohttp.ClientSession, instance: EvolutionEndpoint, r
     severity, meaning = STATE_OUTCOMES.get(str(state), (
         "WARN", f"Evolution reports no known state ({state!r}): the instance may not be loaded; restart it"))
     return severity, f"{name}: {meaning}"
+
+
+# --- WhatsApp Cloud API: does each number's token reach its phone number id? -----------------------
+# Graph's WhatsApp Business Phone Number node: GET /{version}/{phone_number_id}?fields=... answers
+# {"id", "display_phone_number", "verified_name", ...}; errors are Graph's (bot.cloud.errors).
+async def check_cloud(numbers: list[CloudNumber], settings: Settings, request_seconds: float) -> list[Finding]:
+    """One finding per Cloud number (deployment-wide lines naming the number), asked all at once."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=request_seconds)) as http:
+        outcomes = await asyncio.gather(*(_cloud(http, settings, n, request_seconds) for n in numbers))
+    return [Finding(severity, None, message) for severity, message in outcomes]
+
+
+async def _cloud(http: aiohttp.ClientSession, settings: Settings, number: CloudNumber,
+                 request_seconds: float) -> Outcome:
+    name = f"WhatsApp Cloud number {number.phone_number_id}"
+    url = f"{settings.meta_graph_url}/{settings.meta_api_version}/{quote(number.phone_number_id, safe='')}"
+    headers = {"Authorization": f"Bearer {number.access_token}"}
+    try:
+        status, body = await _get(http, url, params={"fields": "id,display_phone_number,verified_name"},
+                                  headers=headers)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return "ERROR", f"{name}: could not check the token: {_why(exc, request_seconds)}"
+    if status == 200 and isinstance(body, dict) and str(body.get("id")) == number.phone_number_id:
+        shown = ", ".join(str(body[k]) for k in ("display_phone_number", "verified_name") if body.get(k))
+        return "OK", f"{name}: Graph accepted the token" + (f" ({shown})" if shown else "")
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    if error.get("code") == 100:
+        return "ERROR", f"{name}: Graph knows no such phone number id, or the token cannot reach it " \
+            f"(HTTP {status}); check phone_number_id and the token's WABA"
+    return "ERROR", f"{name}: {describe(error, status).replace(number.access_token, mask(number.access_token))}"

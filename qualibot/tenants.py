@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.cloud.numbers import instance_name as cloud_instance_name
 from core.errors import BadInput
 
 MASK = "***"
@@ -139,6 +140,24 @@ class InstanceConfig(_Strict):
     _secret_length = field_validator("webhook_secret")(_long_secret)
 
 
+class CloudNumberConfig(_Strict):
+    """A WhatsApp Cloud API number (Meta's own webhook); its instance is `cloud-<phone_number_id>`."""
+
+    phone_number_id: str = Field(pattern=r"^[0-9]{1,64}$")
+    waba_id: str = Field(pattern=r"^[0-9]{1,64}$")
+    access_token: str = Field(min_length=1)
+    app_secret: str
+    verify_token: str
+    default_direction: str | None = None
+
+    _secret_length = field_validator("app_secret", "verify_token")(_long_secret)
+
+    @field_validator("phone_number_id", "waba_id", mode="before")
+    @classmethod
+    def _id_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class CrmConnection(_Strict):
     id: str = Field(min_length=1)
     type: Literal["amocrm", "bitrix24"]
@@ -178,8 +197,23 @@ class Account(_Strict):
     access_token: str | None = None
     ad_accounts: list[AdAccount] = Field(default_factory=list)
     whatsapp_instances: list[InstanceConfig] = Field(default_factory=list)
+    whatsapp_cloud_numbers: list[CloudNumberConfig] = Field(default_factory=list)
     crm_connections: list[CrmConnection] = Field(default_factory=list)
     directions: list[DirectionConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _waba_from_cloud_numbers(self) -> Account:
+        """A direction without `whatsapp_business_account_id` takes its Cloud number's `waba_id`: the
+        number's whose default direction it is, else the account's only WABA among its numbers."""
+        wabas = {n.waba_id for n in self.whatsapp_cloud_numbers}
+        for d in self.directions:
+            if d.whatsapp_business_account_id:
+                continue
+            own = {n.waba_id for n in self.whatsapp_cloud_numbers if n.default_direction == d.id}
+            chosen = own or wabas
+            if len(chosen) == 1:
+                d.whatsapp_business_account_id = next(iter(chosen))
+        return self
 
 
 class TenantConfig(_Strict):
@@ -210,7 +244,8 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 def _cross_references(cfg: TenantConfig) -> list[str]:
     problems: list[str] = []
-    seen: dict[str, dict[str, str]] = {"account": {}, "direction": {}, "instance": {}, "crm": {}, "ad": {}}
+    seen: dict[str, dict[str, str]] = {"account": {}, "direction": {}, "instance": {}, "crm": {}, "ad": {},
+                                       "cloud": {}}
 
     def unique(kind: str, key: str, path: str) -> None:
         if key in seen[kind]:
@@ -234,6 +269,12 @@ def _cross_references(cfg: TenantConfig) -> list[str]:
                     f"{base}.whatsapp_instances[{i}].default_direction: "
                     f"no direction {inst.default_direction!r} in this account"
                 )
+        for i, num in enumerate(acc.whatsapp_cloud_numbers):
+            p = f"{base}.whatsapp_cloud_numbers[{i}]"
+            unique("cloud", num.phone_number_id, f"{p}.phone_number_id")
+            unique("instance", cloud_instance_name(num.phone_number_id), f"{p}.phone_number_id")
+            if num.default_direction and num.default_direction not in dirs:
+                problems.append(f"{p}.default_direction: no direction {num.default_direction!r} in this account")
         for i, d in enumerate(acc.directions):
             p = f"{base}.directions[{i}]"
             unique("direction", d.id, f"{p}.id")

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.cloud.numbers import instance_name as cloud_instance_name
 from qualibot.tenants import MASK, Account, ConfigError, TenantConfig, is_masked, mask_rest_url, rest_url_code
 
 # prompts may be written by `qualibot prompt generate --save`; a file that leaves them out keeps them
@@ -31,6 +32,7 @@ class _Kind:
     field: str | None  # the account's list in the file; None for the account itself
     secrets: tuple[str, ...]  # columns holding secrets: masked on export, registered for redaction
     rows: Callable[[Account], list[dict[str, Any]]]  # one row per object, in file order
+    file_key: str | None = None  # the file's field that gives `key`, when it is not named `key`
 
     def path(self, ai: int, i: int) -> str:
         return f"accounts[{ai}]" + (f".{self.field}[{i}]" if self.field else "")
@@ -85,8 +87,24 @@ def _instance_rows(acc: Account) -> list[dict[str, Any]]:
     return [{
         "name": inst.name, "account_id": acc.id, "api_url": inst.api_url,
         "api_key": inst.api_key, "webhook_secret": inst.webhook_secret,
-        "default_direction_id": inst.default_direction,
+        "default_direction_id": inst.default_direction, "channel": "evolution",
     } for inst in acc.whatsapp_instances]
+
+
+def _cloud_instance_rows(acc: Account) -> list[dict[str, Any]]:
+    """A Cloud number's `whatsapp_instances` row: how intake, drain and dialogs know the number."""
+    return [{
+        "name": cloud_instance_name(n.phone_number_id), "account_id": acc.id, "api_url": None, "api_key": None,
+        "webhook_secret": None, "default_direction_id": n.default_direction, "channel": "cloud",
+    } for n in acc.whatsapp_cloud_numbers]
+
+
+def _cloud_number_rows(acc: Account) -> list[dict[str, Any]]:
+    return [{
+        "phone_number_id": n.phone_number_id, "account_id": acc.id,
+        "instance_name": cloud_instance_name(n.phone_number_id), "waba_id": n.waba_id,
+        "access_token": n.access_token, "app_secret": n.app_secret, "verify_token": n.verify_token,
+    } for n in acc.whatsapp_cloud_numbers]
 
 
 # in write order: an object is written after everything it references
@@ -98,6 +116,10 @@ KINDS: tuple[_Kind, ...] = (
     _Kind("account_directions", "id", "direction", "directions", (), _direction_rows),
     _Kind("whatsapp_instances", "name", "instance", "whatsapp_instances", ("api_key", "webhook_secret"),
           _instance_rows),
+    _Kind("whatsapp_instances", "name", "instance", "whatsapp_cloud_numbers", (), _cloud_instance_rows,
+          file_key="phone_number_id"),
+    _Kind("whatsapp_cloud_numbers", "phone_number_id", "WhatsApp Cloud number", "whatsapp_cloud_numbers",
+          ("access_token", "app_secret", "verify_token"), _cloud_number_rows),
 )
 SECRET_FIELDS = frozenset(col for kind in KINDS for col in kind.secrets)
 
@@ -134,7 +156,8 @@ async def _check(
     for path, account, row in planned:
         have = stored.get(row[kind.key])
         if have is not None and have["account_id"] != account:
-            problems.append(f"{path}.{kind.key}: {kind.noun} {row[kind.key]!r} belongs to another account")
+            problems.append(f"{path}.{kind.file_key or kind.key}: {kind.noun} {row[kind.key]!r} "
+                            "belongs to another account")
             continue
         for col in kind.secrets:
             if not is_masked(col, row.get(col)):
@@ -194,6 +217,7 @@ async def export_config(pool: asyncpg.Pool, *, show_secrets: bool = False) -> di
         crms = await conn.fetch("SELECT * FROM crm_connections ORDER BY id")
         dirs = await conn.fetch("SELECT * FROM account_directions ORDER BY id")
         insts = await conn.fetch("SELECT * FROM whatsapp_instances ORDER BY name")
+        clouds = await conn.fetch("SELECT * FROM whatsapp_cloud_numbers ORDER BY phone_number_id")
     result = []
     for a in accounts:
         acc = _clean({
@@ -209,7 +233,16 @@ async def export_config(pool: asyncpg.Pool, *, show_secrets: bool = False) -> di
                 "name": r["name"], "api_url": r["api_url"], "api_key": r["api_key"],
                 "webhook_secret": r["webhook_secret"], "default_direction": r["default_direction_id"],
             }, show_secrets)
-            for r in insts if r["account_id"] == a["id"]
+            for r in insts if r["account_id"] == a["id"] and r["channel"] == "evolution"
+        ]
+        directions_of = {r["name"]: r["default_direction_id"] for r in insts}
+        acc["whatsapp_cloud_numbers"] = [
+            _clean({
+                "phone_number_id": r["phone_number_id"], "waba_id": r["waba_id"],
+                "access_token": r["access_token"], "app_secret": r["app_secret"],
+                "verify_token": r["verify_token"], "default_direction": directions_of.get(r["instance_name"]),
+            }, show_secrets)
+            for r in clouds if r["account_id"] == a["id"]
         ]
         acc["crm_connections"] = [
             _clean({

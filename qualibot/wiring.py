@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+import bot.cloud.routes
 import bot.jobs
 import bot.routes
 import capi.jobs
@@ -18,6 +19,7 @@ from core.jobs import JobRegistry
 
 def add_domain_routes(app: web.Application) -> None:
     bot.routes.add_routes(app)
+    bot.cloud.routes.add_routes(app)
     crm.routes.add_routes(app)
 
 

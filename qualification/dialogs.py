@@ -358,6 +358,43 @@ async def record_delivery(db: Executor, message_id: int, status: str, error: str
     )
 
 
+# Meta's delivery statuses of a reply (WhatsApp Cloud API statuses[]) only move forward
+_PEER_RANK = "CASE {0} WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END"
+
+
+async def record_peer_status(db: Executor, instance_name: str, external_id: str, status: str, at: datetime,
+                             error: str | None) -> bool:
+    """Meta's status of our reply (found by the id Graph answered with): sent → delivered → read, or
+    failed, which marks the reply not delivered, with why. A status older than the one recorded
+    changes nothing (Meta's webhooks arrive in any order). True when something changed."""
+    value = await db.fetchval(
+        f"""UPDATE messages SET peer_status = $3, peer_status_at = $4,
+                  delivery_status = CASE WHEN $3 = 'failed' THEN 'failed' ELSE delivery_status END,
+                  delivery_error = CASE WHEN $3 = 'failed' THEN $5 ELSE delivery_error END
+           WHERE instance_name = $1 AND external_id = $2 AND role = 'bot'
+             AND {_PEER_RANK.format("peer_status")} < {_PEER_RANK.format("$3::text")}
+           RETURNING id""",
+        instance_name, external_id, status, at, error,
+    )
+    return value is not None
+
+
+async def client_message_time(db: Executor, message_id: int) -> datetime | None:
+    """When the person sent the message (WhatsApp's timestamp): where a customer-service window starts."""
+    value = await db.fetchval("SELECT sent_at FROM messages WHERE id = $1 AND role = 'client'", message_id)
+    return cast(datetime | None, value)
+
+
+async def dialog_of_message(db: Executor, instance_name: str, wamid: str) -> int | None:
+    """The dialog a WhatsApp message id belongs to: a person's message, or a reply of ours by its sent id."""
+    value = await db.fetchval(
+        """SELECT dialog_id FROM messages WHERE instance_name = $1 AND (message_id = $2 OR external_id = $2)
+           AND dialog_id IS NOT NULL LIMIT 1""",
+        instance_name, wamid,
+    )
+    return int(value) if value is not None else None
+
+
 async def close_burst(db: Executor, dialog_id: int, last_client_id: int) -> None:
     """The burst ends, unless a client message newer than `last_client_id` opened another."""
     await db.execute(

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+import bot.cloud.parse
 import bot.intake
 import bot.operator
 import bot.parse
@@ -41,6 +42,7 @@ TOKENS = (0, 0)
 # (error, HTTP status, `error` code in the answer): every domain error class of every package
 CASES: list[tuple[QualibotError, int, str]] = [
     (bot.parse.BadEvent("`event` is missing"), 400, "not_an_evolution_event"),
+    (bot.cloud.parse.BadCloudBody("object must be 'whatsapp_business_account'"), 400, "not_a_whatsapp_cloud_webhook"),
     (core.web.BadJson("the body is not valid JSON", code="invalid_json"), 400, "invalid_json"),
     (crm.form.FormError("key 'a[' has an unclosed bracket"), 400, "invalid_form"),
     (qualibot.tenants.ConfigError(["accounts[0].id: field required"]), 400, "invalid_config"),

@@ -90,7 +90,8 @@ async def test_erase_leaves_nothing_of_the_person_and_records_it(two_people: asy
     run = await qualibot("privacy", "erase", "--phone", "(31) 98888-7777", "--by", "dpo@clinic")
     assert run.code == 0, run.err
     assert run.out.startswith("erasure 1 by dpo@clinic: ")
-    assert (f"messages: {messages}, leads: 1, dialog_analysis: 1, whatsapp_lids: 0, capi_events_log: 3, "
+    assert (f"messages: {messages}, leads: 1, dialog_analysis: 1, whatsapp_lids: 0, whatsapp_cloud_notices: 0, "
+            "capi_events_log: 3, "
             "webhook_events: 1") in run.out
 
     dump = await everything(db)
@@ -108,7 +109,7 @@ async def test_erase_leaves_nothing_of_the_person_and_records_it(two_people: asy
     assert (record["requested_by"], record["phone_masked"], record["account_id"]) == (
         "dpo@clinic", "5531*******77", None)
     assert record["rows"] == {"messages": messages, "leads": 1, "dialog_analysis": 1, "whatsapp_lids": 0,
-                              "capi_events_log": 3, "webhook_events": 1}
+                              "whatsapp_cloud_notices": 0, "capi_events_log": 3, "webhook_events": 1}
 
     again = await qualibot("privacy", "export", "--phone", "+55 31 98888-7777")
     stored = json.loads(again.out)

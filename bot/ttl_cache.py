@@ -1,0 +1,42 @@
+"""A few seconds' memory of configuration rows the webhooks need before anything is written.
+
+Every webhook needs its instance or number (secret, account) first; reading it from the database
+would double intake's round trips, so a process keeps each row it has seen for `ttl` seconds (a
+changed secret takes effect within that time). Unknown keys are not cached, so a newly configured
+instance or number works at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import asyncpg
+
+V = TypeVar("V")
+MAX_ENTRIES = 10_000  # bound memory against a flood of made-up keys
+
+
+class TtlCache(Generic[V]):
+    def __init__(self, load: Callable[[asyncpg.Pool, str], Awaitable[V | None]], ttl: float) -> None:
+        self.load = load
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, V]] = {}
+
+    async def get(self, pool: asyncpg.Pool, key: str) -> V | None:
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await self.load(pool, key)
+        if value is None:
+            self._entries.pop(key, None)
+            return None
+        if len(self._entries) > MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (now + self.ttl, value)
+        return value
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
