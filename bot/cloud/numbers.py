@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-from aiohttp import web
 
 from bot.ttl_cache import TtlCache
 from core.jobs import Executor
@@ -85,4 +84,3 @@ class NumberCache(TtlCache[CloudNumber]):
         return self._secrets[1]
 
 
-NUMBERS: web.AppKey[NumberCache] = web.AppKey("bot_cloud_numbers", NumberCache)

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from bot.cloud import notices
 from bot.cloud.errors import describe
-from bot.cloud.numbers import NUMBERS, CloudNumber, NumberCache, verify_token_known
+from bot.cloud.numbers import CloudNumber, NumberCache, verify_token_known
 from bot.cloud.parse import Change, parse_body
 from bot.cloud.signature import HEADER, matching_secret
 from bot.instances import Instance
@@ -37,6 +37,7 @@ from core.web import CTX, ApiError, parse_json, read_body
 from qualification.dialogs import record_peer_status
 
 SOURCE = "whatsapp_cloud"
+NUMBERS: web.AppKey[NumberCache] = web.AppKey("bot_cloud_numbers", NumberCache)
 PATH = "/webhooks/whatsapp-cloud"
 
 
