@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "qualibot.cmd_capi",
     "qualibot.cmd_bot",
     "qualibot.cmd_privacy",
+    "qualibot.cmd_viewer",
 ]
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]

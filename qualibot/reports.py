@@ -1,4 +1,5 @@
-"""The audit reports behind `qualibot report`: queries over the views of migrations/006_views.sql.
+"""The audit reports behind `qualibot report`: queries over the views of migrations/006_views.sql,
+and the funnel's daily rollup (migration 017) that capi_funnel_daily reads.
 
 Each report is a `Report` (its columns, in output order) and `build(report, filters)` gives the SQL
 and its arguments; only the filters that are set become conditions, so every query the CLI runs
@@ -67,12 +68,23 @@ ERRORS = Report(
 
 REPORTS = {r.name: r for r in (FUNNEL, READINESS, ERRORS)}
 
+# the dashboard's Errors page: the same view with the dialog (a link to its page) and the source
+ERRORS_AUDIT = Report(
+    name="errors",
+    view="capi_errors_recent",
+    columns=ERRORS.columns + ("source", "dialog_analysis_id"),
+    order_by=None,
+    since_column="created_at",
+    empty_message=ERRORS.empty_message,
+)
+
 
 @dataclass(frozen=True)
 class Filters:
     direction: str | None = None
     since: date | None = None
     limit: int | None = None
+    directions: tuple[str, ...] | None = None  # only these (a dashboard viewer's account); None: all
 
 
 def build(report: Report, filters: Filters) -> tuple[str, list[Any]]:
@@ -82,6 +94,9 @@ def build(report: Report, filters: Filters) -> tuple[str, list[Any]]:
     if filters.direction is not None:
         args.append(filters.direction)
         conditions.append(f"direction_id = ${len(args)}")
+    if filters.directions is not None:
+        args.append(list(filters.directions))
+        conditions.append(f"direction_id = ANY(${len(args)}::text[])")
     if filters.since is not None:
         if report.since_column is None:
             raise ValueError(f"the {report.name} report does not take a start date")
@@ -118,3 +133,29 @@ SUSPICIOUS = Report(
     empty_message="no dialog has a client message addressed to the model",
 )
 REPORTS[SUSPICIOUS.name] = SUSPICIOUS
+
+
+# per UTC day, direction and level: decisions by status, from the rollup (a few rows per direction
+# and day, however long the log). '' is the rollup's NULL direction.
+_FUNNEL_DAYS_SQL = """
+SELECT day, nullif(direction_id, '') AS direction_id, event_level,
+       coalesce(sum(n) FILTER (WHERE status = 'success'), 0)::bigint AS success,
+       coalesce(sum(n) FILTER (WHERE status = 'error'), 0)::bigint   AS error,
+       coalesce(sum(n) FILTER (WHERE status = 'skipped'), 0)::bigint AS skipped,
+       coalesce(sum(n) FILTER (WHERE status = 'pending'), 0)::bigint AS pending,
+       sum(n)::bigint AS total
+FROM capi_funnel_rollup
+WHERE day >= $1 {directions}
+GROUP BY 1, 2, 3 HAVING sum(n) <> 0
+ORDER BY 1 DESC, 2, 3"""
+
+
+async def funnel_days(db: asyncpg.Pool | asyncpg.Connection, since: date,
+                      directions: tuple[str, ...] | None) -> list[dict[str, Any]]:
+    """`directions` None: every direction, and the decisions without one."""
+    if directions is None:
+        rows = await db.fetch(_FUNNEL_DAYS_SQL.format(directions=""), since)
+    else:
+        rows = await db.fetch(_FUNNEL_DAYS_SQL.format(directions="AND direction_id = ANY($2::text[])"),
+                              since, list(directions))
+    return [dict(r) for r in rows]
