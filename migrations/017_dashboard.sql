@@ -18,9 +18,11 @@ CREATE TABLE dashboard_viewers (
 CREATE INDEX dashboard_viewers_account ON dashboard_viewers (account_id);
 
 -- The funnel's daily rollup: decisions per UTC day of created_at, direction, dataset, level, event
--- name and status, kept current by statement-level triggers on capi_events_log (one upsert per
--- group a statement changes, in a fixed order so concurrent writers cannot deadlock on it).
--- '' stands for a NULL direction or dataset, so that the key is one plain unique index.
+-- name and status. Statement-level triggers on capi_events_log append one delta row per group a
+-- statement changes (an insert only: writers never wait on each other or deadlock on a shared
+-- counter row); `qualibot.reports.merge_funnel_rollup` (a worker loop, every minute) folds the
+-- deltas into one merged row per group. Readers sum both, so a read is exact at any moment.
+-- '' stands for a NULL direction or dataset, so that the merged key is one plain unique index.
 CREATE TABLE capi_funnel_rollup (
     day             date NOT NULL,
     direction_id    text NOT NULL,
@@ -29,40 +31,37 @@ CREATE TABLE capi_funnel_rollup (
     event_name      text NOT NULL,
     status          text NOT NULL,
     n               bigint NOT NULL,
-    PRIMARY KEY (day, direction_id, pixel_id, event_level, event_name, status)
+    merged          boolean NOT NULL DEFAULT false
 );
+CREATE UNIQUE INDEX capi_funnel_rollup_merged
+    ON capi_funnel_rollup (day, direction_id, pixel_id, event_level, event_name, status) WHERE merged;
+CREATE INDEX capi_funnel_rollup_deltas ON capi_funnel_rollup (day) WHERE NOT merged;
 CREATE INDEX capi_funnel_rollup_direction_day ON capi_funnel_rollup (direction_id, day);
 
 CREATE FUNCTION capi_funnel_rollup_apply() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO capi_funnel_rollup AS r (day, direction_id, pixel_id, event_level, event_name, status, n)
+        INSERT INTO capi_funnel_rollup (day, direction_id, pixel_id, event_level, event_name, status, n)
         SELECT (created_at AT TIME ZONE 'UTC')::date, coalesce(direction_id, ''), coalesce(pixel_id, ''),
                event_level, event_name, status, count(*)
-        FROM new_rows GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
-        ON CONFLICT (day, direction_id, pixel_id, event_level, event_name, status)
-        DO UPDATE SET n = r.n + EXCLUDED.n;
+        FROM new_rows GROUP BY 1, 2, 3, 4, 5, 6;
     ELSIF TG_OP = 'DELETE' THEN
-        UPDATE capi_funnel_rollup r SET n = r.n - d.n
-        FROM (SELECT (created_at AT TIME ZONE 'UTC')::date AS day, coalesce(direction_id, '') AS direction_id,
-                     coalesce(pixel_id, '') AS pixel_id, event_level, event_name, status, count(*) AS n
-              FROM old_rows GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6) d
-        WHERE (r.day, r.direction_id, r.pixel_id, r.event_level, r.event_name, r.status)
-            = (d.day, d.direction_id, d.pixel_id, d.event_level, d.event_name, d.status);
+        INSERT INTO capi_funnel_rollup (day, direction_id, pixel_id, event_level, event_name, status, n)
+        SELECT (created_at AT TIME ZONE 'UTC')::date, coalesce(direction_id, ''), coalesce(pixel_id, ''),
+               event_level, event_name, status, -count(*)
+        FROM old_rows GROUP BY 1, 2, 3, 4, 5, 6;
     ELSE
         -- most updates (attempts, next_attempt_at, response) move no row between groups: the
         -- +1/-1 pairs cancel and nothing is written
-        INSERT INTO capi_funnel_rollup AS r (day, direction_id, pixel_id, event_level, event_name, status, n)
+        INSERT INTO capi_funnel_rollup (day, direction_id, pixel_id, event_level, event_name, status, n)
         SELECT day, direction_id, pixel_id, event_level, event_name, status, sum(n)
         FROM (SELECT (created_at AT TIME ZONE 'UTC')::date AS day, coalesce(direction_id, '') AS direction_id,
                      coalesce(pixel_id, '') AS pixel_id, event_level, event_name, status, 1 AS n FROM new_rows
               UNION ALL
               SELECT (created_at AT TIME ZONE 'UTC')::date, coalesce(direction_id, ''), coalesce(pixel_id, ''),
                      event_level, event_name, status, -1 FROM old_rows) c
-        GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4, 5, 6
-        ON CONFLICT (day, direction_id, pixel_id, event_level, event_name, status)
-        DO UPDATE SET n = r.n + EXCLUDED.n;
+        GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(n) <> 0;
     END IF;
     RETURN NULL;
 END
@@ -88,9 +87,9 @@ CREATE TRIGGER capi_funnel_rollup_truncate AFTER TRUNCATE ON capi_events_log
 
 -- the log as it is now (the migration holds its lock, so no change slips between this and the triggers)
 LOCK TABLE capi_events_log IN SHARE MODE;
-INSERT INTO capi_funnel_rollup (day, direction_id, pixel_id, event_level, event_name, status, n)
+INSERT INTO capi_funnel_rollup (day, direction_id, pixel_id, event_level, event_name, status, n, merged)
 SELECT (created_at AT TIME ZONE 'UTC')::date, coalesce(direction_id, ''), coalesce(pixel_id, ''),
-       event_level, event_name, status, count(*)
+       event_level, event_name, status, count(*), true
 FROM capi_events_log GROUP BY 1, 2, 3, 4, 5, 6;
 
 -- capi_funnel_daily keeps its columns (audits query it) and now reads the rollup: a few rows per

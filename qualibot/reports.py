@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from core.context import AppContext
+
 
 @dataclass(frozen=True)
 class Report:
@@ -159,3 +161,35 @@ async def funnel_days(db: asyncpg.Pool | asyncpg.Connection, since: date,
         rows = await db.fetch(_FUNNEL_DAYS_SQL.format(directions="AND direction_id = ANY($2::text[])"),
                               since, list(directions))
     return [dict(r) for r in rows]
+
+
+# Fold the triggers' delta rows into the merged row of each group (migration 017). One merger at a
+# time (a transaction-level advisory lock; the others skip): only mergers write merged rows, so
+# writers of capi_events_log never wait on it.
+_MERGE_SQL = """
+WITH gone AS (
+    DELETE FROM capi_funnel_rollup WHERE NOT merged
+    RETURNING day, direction_id, pixel_id, event_level, event_name, status, n
+)
+INSERT INTO capi_funnel_rollup AS r (day, direction_id, pixel_id, event_level, event_name, status, n, merged)
+SELECT day, direction_id, pixel_id, event_level, event_name, status, sum(n), true
+FROM gone GROUP BY 1, 2, 3, 4, 5, 6
+ON CONFLICT (day, direction_id, pixel_id, event_level, event_name, status) WHERE merged
+DO UPDATE SET n = r.n + EXCLUDED.n"""
+_MERGE_LOCK = 0x51B0_F0E1  # any constant of our own for pg_try_advisory_xact_lock
+MERGE_SECONDS = 60.0
+
+
+async def merge_funnel_rollup(pool: asyncpg.Pool) -> int | None:
+    """Groups written (merged rows made or changed); None: another process is merging."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _MERGE_LOCK):
+            return None
+        status = await conn.execute(_MERGE_SQL)
+    return int(status.split()[-1])
+
+
+async def merge_loop(ctx: AppContext) -> float:
+    """A worker loop step: merge, then wait a minute (one short transaction a minute when idle)."""
+    await merge_funnel_rollup(ctx.pool)
+    return MERGE_SECONDS
