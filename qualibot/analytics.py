@@ -34,11 +34,11 @@ CAPTURE_COLUMNS = ("day", "instance_name", "new_chats", "with_click_id", "click_
 
 
 def _median(column: str, start: str) -> str:
-    return (f"round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM {column} - {start})))::bigint")
+    return f"round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM {column} - {start})))::bigint"
 
 
 def _rate(count: str) -> str:
-    return f"round(100.0 * {count} / count(*), 1)"
+    return f"round(100.0 * {count} / count(*), 1)::float8"
 
 
 _LEVELS = (("1", "interest_reached_at"), ("2", "qualified_reached_at"), ("3", "scheduled_reached_at"))

@@ -182,7 +182,7 @@ async def lead_ad(db: Executor, lead_id: int) -> dict[str, Any] | None:
 _CAPTURE_SQL = """
 SELECT (created_at AT TIME ZONE 'UTC')::date AS day, instance_name,
        count(*) AS new_chats, count(ctwa_clid) AS with_click_id,
-       round(100.0 * count(ctwa_clid) / count(*), 1) AS click_id_share
+       round(100.0 * count(ctwa_clid) / count(*), 1)::float8 AS click_id_share
 FROM leads
 WHERE created_at >= $1 {account}
 GROUP BY 1, 2 ORDER BY 1, 2"""

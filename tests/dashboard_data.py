@@ -21,7 +21,8 @@ INSERT INTO account_directions (id, account_id, name, pixel_id, capi_enabled)
 SELECT a || '-' || s, a, 'Direction ' || upper(s) || ' of ' || a, 'px-' || a || '-' || s, true
 FROM unnest($1::text[]) a CROSS JOIN unnest(ARRAY['a', 'b']) s;
 INSERT INTO whatsapp_instances (name, account_id, api_url, api_key, webhook_secret, default_direction_id)
-SELECT a || '-wa', a, 'http://127.0.0.1:9', 'seed-key', 'seed-webhook-secret-' || a, a || '-a' FROM unnest($1::text[]) a;
+SELECT a || '-wa', a, 'http://127.0.0.1:9', 'seed-key', 'seed-webhook-secret-' || a, a || '-a'
+FROM unnest($1::text[]) a;
 """
 
 CHATS = """

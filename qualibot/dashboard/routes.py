@@ -118,7 +118,7 @@ def _sorted(rows: list[dict[str, Any]], request: web.Request, columns: tuple[str
 
 def _query(request: web.Request, **changes: str | None) -> str:
     """This page's query string with `changes` (None drops a parameter): links keep the period and filters."""
-    params = {k: v for k, v in request.query.items() if k in _KEPT}
+    params: dict[str, str | None] = {k: v for k, v in request.query.items() if k in _KEPT}
     params.update(changes)
     kept = {k: v for k, v in params.items() if v is not None}
     return "?" + urlencode(kept) if kept else ""

@@ -22,7 +22,7 @@ from tests.dashboard.conftest import Site, period_start
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no Debian chromium (.ci/run installs it)")
 
 if CHROMIUM.exists():
     from playwright.async_api import Browser, Page, async_playwright
