@@ -148,6 +148,12 @@ async def _accounts(request: web.Request, scope: Scope) -> list[tuple[str, str]]
     return await tenants.account_list(request.config_dict[CTX].pool)
 
 
+def _https(request: web.Request) -> bool:
+    """Behind a TLS proxy the request arrives as plain HTTP; its X-Forwarded-Proto can only make the
+    cookie stricter (Secure), so trusting it here costs nothing."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
 async def login(request: web.Request) -> web.Response:
     token = request.query.get("token", "")
     cookie = await viewers.redeem(request.config_dict[CTX].pool, token) if 0 < len(token) <= 100 else None
@@ -155,7 +161,7 @@ async def login(request: web.Request) -> web.Response:
         raise ApiError(401, "bad_login_link", "this login link is unknown, used or expired: ask for a new one")
     response = web.HTTPSeeOther("/dashboard/funnel")
     response.set_cookie(COOKIE, cookie, max_age=int(viewers.SESSION_VALID.total_seconds()), path="/dashboard/",
-                        httponly=True, samesite="Strict", secure=request.secure)
+                        httponly=True, samesite="Strict", secure=_https(request))
     raise response
 
 

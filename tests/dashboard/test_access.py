@@ -24,11 +24,15 @@ async def test_a_login_link_works_once_and_sets_an_httponly_cookie(site: Site) -
             assert resp.status == 303 and resp.headers["Location"] == "/dashboard/funnel"
             cookie = resp.cookies[COOKIE]
             assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/dashboard/"
+            assert not cookie["secure"]  # plain HTTP: a Secure cookie would never come back
         async with http.get(f"{site.url}/dashboard/funnel") as resp:
             assert resp.status == 200 and "Funnel" in await resp.text()
     async with aiohttp.ClientSession() as http, http.get(link) as resp:
         assert resp.status == 401
         assert (await resp.json())["error"] == "bad_login_link"
+    async with aiohttp.ClientSession() as http, http.get(await site.link("clinic"), allow_redirects=False,
+                                                          headers={"X-Forwarded-Proto": "https"}) as resp:
+        assert resp.cookies[COOKIE]["secure"]  # behind a TLS proxy
     stored = await site.pool.fetchval("SELECT count(*) FROM dashboard_viewers WHERE login_token_hash IS NOT NULL "
                                       "AND position(convert_to($1, 'UTF8') IN login_token_hash) > 0",
                                       link.rsplit("=", 1)[1])
