@@ -137,18 +137,14 @@ SUSPICIOUS = Report(
 REPORTS[SUSPICIOUS.name] = SUSPICIOUS
 
 
-# per UTC day, direction and level: decisions by status, from the rollup (a few rows per direction
-# and day, however long the log). '' is the rollup's NULL direction.
+# per UTC day, direction and level: decisions by status, from capi_funnel_daily (which reads the
+# rollup: a few rows per direction and day, however long the log)
 _FUNNEL_DAYS_SQL = """
-SELECT day, nullif(direction_id, '') AS direction_id, event_level,
-       coalesce(sum(n) FILTER (WHERE status = 'success'), 0)::bigint AS success,
-       coalesce(sum(n) FILTER (WHERE status = 'error'), 0)::bigint   AS error,
-       coalesce(sum(n) FILTER (WHERE status = 'skipped'), 0)::bigint AS skipped,
-       coalesce(sum(n) FILTER (WHERE status = 'pending'), 0)::bigint AS pending,
-       sum(n)::bigint AS total
-FROM capi_funnel_rollup
+SELECT day, direction_id, event_level, sum(success)::bigint AS success, sum(error)::bigint AS error,
+       sum(skipped)::bigint AS skipped, sum(pending)::bigint AS pending, sum(total)::bigint AS total
+FROM capi_funnel_daily
 WHERE day >= $1 {directions}
-GROUP BY 1, 2, 3 HAVING sum(n) <> 0
+GROUP BY 1, 2, 3
 ORDER BY 1 DESC, 2, 3"""
 
 
