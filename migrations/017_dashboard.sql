@@ -36,7 +36,9 @@ CREATE TABLE capi_funnel_rollup (
 CREATE UNIQUE INDEX capi_funnel_rollup_merged
     ON capi_funnel_rollup (day, direction_id, pixel_id, event_level, event_name, status) WHERE merged;
 CREATE INDEX capi_funnel_rollup_deltas ON capi_funnel_rollup (day) WHERE NOT merged;
-CREATE INDEX capi_funnel_rollup_direction_day ON capi_funnel_rollup (direction_id, day);
+-- the view's `direction_id = ...` and `day >= ...` (its direction is nullif(direction_id, ''))
+CREATE INDEX capi_funnel_rollup_direction_day ON capi_funnel_rollup ((nullif(direction_id, '')), day);
+CREATE INDEX capi_funnel_rollup_day ON capi_funnel_rollup (day);
 
 CREATE FUNCTION capi_funnel_rollup_apply() RETURNS trigger
 LANGUAGE plpgsql AS $$
