@@ -151,7 +151,7 @@ async def report_funnel(pool: asyncpg.Pool, repeat: int) -> int:
     old, _ = await timed(lambda: pool.fetch(OLD_FUNNEL), max(3, repeat // 2))
     print(f"report funnel (all time): {new:.1f} ms median, {new_worst:.1f} ms worst; over the log itself "
           f"(the old view) {old:.0f} ms: {old / new:.0f}x faster")
-    # a busy minute before the merge: 5,000 single-row sends leave 10,000 delta rows
+    # a busy minute before the merge: up to 5,000 single-row status changes, each leaving two delta rows
     async with pool.acquire() as c:
         await c.execute("""DO $$ BEGIN FOR k IN 1..5000 LOOP
                                UPDATE capi_events_log SET status = 'success' WHERE id = k * 97 AND status <> 'success';

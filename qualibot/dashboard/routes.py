@@ -35,6 +35,9 @@ MAX_DAYS = 366
 TRANSCRIPT_MESSAGES = 200
 ERRORS_SHOWN = 100
 _KEPT = ("account", "direction", "days", "sort", "order")
+# the pages load nothing but their stylesheet and are never framed or cached
+_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+            "Content-Security-Policy": "default-src 'none'; style-src 'self'; frame-ancestors 'none'"}
 PAGES = (("funnel", "Funnel"), ("ads", "Ads"), ("readiness", "Readiness"), ("window", "Attribution window"),
          ("capture", "Capture"), ("errors", "Errors"))
 
@@ -129,7 +132,7 @@ def _render(request: web.Request, template: str, scope: Scope, **context: Any) -
                    accounts=context.get("accounts", []), query=lambda **c: _query(request, **c),
                    current=request.query)
     response = aiohttp_jinja2.render_template(template, request, context)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(_HEADERS)
     return response
 
 
