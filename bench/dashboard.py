@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ async def pages(pool: asyncpg.Pool, dsn: str, tmp: str, dialog_id: int, repeat: 
                 paths = [f"/dashboard/{p}" for p in PAGES] + ["/dashboard/ads?format=csv",
                                                               f"/dashboard/dialogs/{dialog_id}"]
                 for path in paths:
-                    median, worst = await timed(lambda p=path: get(http, url + p), repeat)  # type: ignore[misc]
+                    median, worst = await timed(partial(get, http, url + path), repeat)
                     failures += median > BUDGET_MS
                     print(f"   {path:34} {median:6.1f} ms median, {worst:6.1f} ms worst, "
                           f"{median / floor:5.1f}x /healthz{'  OVER BUDGET' if median > BUDGET_MS else ''}")
