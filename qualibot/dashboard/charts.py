@@ -27,6 +27,16 @@ def conversion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def per_day(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (day, direction), newest first, with each level's counts under `levels[1..3]`."""
+    out: dict[tuple[Any, str | None], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["day"], r["direction_id"])
+        entry = out.setdefault(key, {"day": r["day"], "direction_id": r["direction_id"], "levels": {}})
+        entry["levels"][r["event_level"]] = r
+    return sorted(out.values(), key=lambda e: (-e["day"].toordinal(), e["direction_id"] or ""))
+
+
 def _share(part: int, whole: int) -> float | None:
     return round(100.0 * part / whole, 1) if whole else None
 

@@ -177,7 +177,7 @@ async def funnel(request: web.Request) -> web.Response:
     scope = await _scope(request)
     pool = request.config_dict[CTX].pool
     rows = await reports.funnel_days(pool, scope.since_day, scope.direction_filter)
-    return _render(request, "funnel.html", scope, rows=rows, conversion=charts.conversion(rows),
+    return _render(request, "funnel.html", scope, days=charts.per_day(rows), conversion=charts.conversion(rows),
                    chart=charts.daily_levels(rows, scope.since_day, scope.days),
                    accounts=await _accounts(request, scope))
 

@@ -66,7 +66,12 @@ async def test_funnel_shows_the_logs_decisions_per_level_and_direction(page: Pag
     for direction, l1, l2, l3, *_ in shown:
         assert [int(l1), int(l2), int(l3)] == [expected.get((direction, lvl), 0) for lvl in (1, 2, 3)]
     per_day = await table(page, "#funnel")
-    assert sum(int(r[7]) for r in per_day) == sum(expected.values())
+    assert sum(int(n) for r in per_day for n in r[2:]) == sum(expected.values())
+    by_status = {r["status"]: r["n"] for r in await site.pool.fetch(
+        """SELECT status, count(*) AS n FROM capi_events_log
+           WHERE direction_id IN ('clinic-a', 'clinic-b') AND created_at >= $1 GROUP BY 1""", since())}
+    assert [sum(int(r[2 + 4 * lvl + k]) for r in per_day for lvl in range(3)) for k in range(4)] == [
+        by_status.get(s, 0) for s in ("success", "error", "skipped", "pending")]
     assert await page.locator("svg.chart rect").count() > 0
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / "funnel.png"))
