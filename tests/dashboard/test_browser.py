@@ -3,12 +3,13 @@
 
 One browser and one seeded database for the module. Shown numbers are checked against SQL over the
 seeded tables (never the queries the pages run); sorting, the CSV download and the dialog page are
-clicked through; screenshots go to docs/screenshots/ for the README.
+clicked through; screenshots are taken (into docs/screenshots/ for the README with UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -20,12 +21,19 @@ from core.logging import mask_phone
 from tests.dashboard.conftest import Site, period_start
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# the README's screenshots are rewritten only on request (UPDATE_SCREENSHOTS=1 make test), so that a
+# test run leaves the tree clean; otherwise they are still taken, into a temporary directory
+README_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no Debian chromium (.ci/run installs it)")
 
 if CHROMIUM.exists():
     from playwright.async_api import Browser, Page, async_playwright
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return README_SHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +64,7 @@ def since() -> datetime:
     return period_start(30)
 
 
-async def test_funnel_shows_the_logs_decisions_per_level_and_direction(page: Page, site: Site) -> None:
+async def test_funnel_shows_the_logs_decisions_per_level_and_direction(page: Page, site: Site, shots: Path) -> None:
     assert page.url.endswith("/dashboard/funnel")
     expected = {(r["direction_id"], r["event_level"]): r["n"] for r in await site.pool.fetch(
         """SELECT direction_id, event_level, count(*) AS n FROM capi_events_log
@@ -73,8 +81,7 @@ async def test_funnel_shows_the_logs_decisions_per_level_and_direction(page: Pag
     assert [sum(int(r[2 + 4 * lvl + k]) for r in per_day for lvl in range(3)) for k in range(4)] == [
         by_status.get(s, 0) for s in ("success", "error", "skipped", "pending")]
     assert await page.locator("svg.chart rect").count() > 0
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / "funnel.png"))
+    await page.screenshot(path=str(shots / "funnel.png"))
 
 
 ADS_SQL = """
@@ -86,7 +93,7 @@ FROM dialog_analysis d JOIN leads l ON l.id = d.lead_id
 WHERE d.account_id = 'clinic' AND d.created_at >= $1 GROUP BY 1, 2"""
 
 
-async def test_ads_numbers_sorting_and_csv(page: Page, site: Site, tmp_path: Path) -> None:
+async def test_ads_numbers_sorting_and_csv(page: Page, site: Site, tmp_path: Path, shots: Path) -> None:
     expected = {(r["ad"], r["direction_id"]): [r["chats"], r["l1"], r["l2"], r["l3"], r["sent"]]
                 for r in await site.pool.fetch(ADS_SQL, since())}
     await page.click("nav >> text=Ads")
@@ -98,7 +105,8 @@ async def test_ads_numbers_sorting_and_csv(page: Page, site: Site, tmp_path: Pat
     await page.click("th a[data-column=new_chats]")
     chats = [int(r[3]) for r in await table(page, "#ads")]
     assert chats == sorted(chats) and "order=asc" in page.url
-    await page.screenshot(path=str(SHOTS / "ads.png"), full_page=True)
+    await page.screenshot(path=str(shots / "ads.png"), full_page=True)
+    assert (shots / "ads.png").stat().st_size > 10_000
     async with page.expect_download() as download_info:
         await page.click("#csv")
     download = await download_info.value
@@ -148,7 +156,7 @@ async def test_window_readiness_capture_and_errors_match_sql(page: Page, site: S
     assert len(await table(page, "#errors")) == min(errors, 100) > 0
 
 
-async def test_the_dialog_page_shows_the_rationale_and_metas_answers(page: Page, site: Site) -> None:
+async def test_the_dialog_page_shows_the_rationale_and_metas_answers(page: Page, site: Site, shots: Path) -> None:
     await page.click("nav >> text=Errors")
     first = page.locator("#errors tbody tr a").first
     dialog_id = int((await first.inner_text()).lstrip("#"))
@@ -161,7 +169,7 @@ async def test_the_dialog_page_shows_the_rationale_and_metas_answers(page: Page,
         "AND created_at >= $1", since())
     await page.goto(f"{site.url}/dashboard/dialogs/{cited}")
     await _check_dialog(page, site, cited)
-    await page.screenshot(path=str(SHOTS / "dialog.png"), full_page=True)
+    await page.screenshot(path=str(shots / "dialog.png"), full_page=True)
 
 
 async def _check_dialog(page: Page, site: Site, dialog_id: int) -> None:
