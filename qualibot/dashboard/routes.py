@@ -251,4 +251,9 @@ def add_routes(app: web.Application) -> None:
         dashboard.router.add_get(f"/{handler.__name__}", handler)
     dashboard.router.add_get("/dialogs/{dialog_id}", dialog)
     dashboard.router.add_static("/static/", charts.STATIC)
+    app.router.add_get("/dashboard", _to_index)  # before the sub-application, whose prefix would take it
     app.add_subapp("/dashboard/", dashboard)
+
+
+async def _to_index(request: web.Request) -> web.Response:
+    raise web.HTTPMovedPermanently("/dashboard/")

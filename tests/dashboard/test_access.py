@@ -27,6 +27,8 @@ async def test_a_login_link_works_once_and_sets_an_httponly_cookie(site: Site) -
             assert not cookie["secure"]  # plain HTTP: a Secure cookie would never come back
         async with http.get(f"{site.url}/dashboard/funnel") as resp:
             assert resp.status == 200 and "Funnel" in await resp.text()
+        async with http.get(f"{site.url}/dashboard") as resp:  # -> /dashboard/ -> the first page
+            assert resp.status == 200 and str(resp.url).endswith("/dashboard/funnel")
     async with aiohttp.ClientSession() as http, http.get(link) as resp:
         assert resp.status == 401
         assert (await resp.json())["error"] == "bad_login_link"
