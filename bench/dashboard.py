@@ -45,7 +45,7 @@ from tests.dbsetup import fresh_database
 from tests.helpers import running
 
 ACCOUNTS = [f"acc{k:02d}" for k in range(10)]
-PAGES = ["funnel", "ads", "readiness", "window", "capture", "errors"]
+PAGES = ["funnel", "ads", "readiness", "window", "capture", "errors", "dialogs"]
 BUDGET_MS = 300.0
 FUNNEL_BUDGET_MS = 100.0
 
@@ -101,6 +101,9 @@ def plans(account: str, dialog_id: int) -> list[tuple[str, str, list[Any]]]:
         ("window page", analytics._WINDOW_SQL.format(where="AND account_id = $2"), [since, account]),
         ("capture page", leads._CAPTURE_SQL.format(account="AND account_id = $2"), [since, account]),
         ("errors page", errors, e_args),
+        ("dialogs page, one ad", analytics._DIALOGS_SQL.format(where="AND ad_id = $2 AND account_id = $3",
+                                                               limit="$4"),
+         [since, f"{account}-ad-1", account, 200]),
         ("dialog page: its events", "SELECT * FROM capi_events_log WHERE dialog_analysis_id = $1", [dialog_id]),
     ]
 
@@ -176,8 +179,9 @@ async def pages(pool: asyncpg.Pool, dsn: str, tmp: str, dialog_id: int, repeat: 
             http = await session(url, pool, account)
             try:
                 print(f"-- {who}")
-                paths = [f"/dashboard/{p}" for p in PAGES] + ["/dashboard/ads?format=csv",
-                                                              f"/dashboard/dialogs/{dialog_id}"]
+                paths = [f"/dashboard/{p}" for p in PAGES] + [
+                    "/dashboard/ads?format=csv", f"/dashboard/dialogs?ad={ACCOUNTS[0]}-ad-1",
+                    f"/dashboard/dialogs/{dialog_id}"]
                 for path in paths:
                     median, worst = await timed(partial(get, http, url + path), repeat)
                     failures += median > BUDGET_MS

@@ -111,14 +111,16 @@ FROM capi_funnel_rollup
 GROUP BY direction_id, pixel_id, day, event_level, event_name
 HAVING sum(n) <> 0;
 
--- One row per dialog with its lead's ad (the Ads, Attribution window pages and `report ads|window`):
+-- One row per dialog with its lead's ad (the Ads, Attribution window, Dialogs pages and `report ads|window`):
 -- the join is written once here; filters on account, direction and created_at reach the indexes.
 CREATE VIEW dialog_ads AS
 SELECT d.id             AS dialog_id,
        d.account_id,
        d.direction_id,
        d.instance_name,
+       d.contact_phone,
        d.created_at,
+       dialog_level(d.is_interested, d.is_qualified, d.is_scheduled) AS level,
        l.ad_source_id   AS ad_id,
        l.ad_title,
        l.referral_at    AS clicked_at,

@@ -65,6 +65,16 @@ GROUP BY direction_id, ad_id
 ORDER BY direction_id NULLS LAST, clicked_chats DESC, ad_id"""
 
 
+# the Dialogs page: the period's newest dialogs, of one ad (or of no ad) when asked
+_DIALOGS_SQL = """
+SELECT dialog_id, created_at, direction_id, instance_name, contact_phone, ad_id, ad_title, level, events_sent
+FROM dialog_ads
+WHERE created_at >= $1 {where}
+ORDER BY created_at DESC, dialog_id DESC
+LIMIT {limit}"""
+NO_AD = "none"  # the `ad` filter for chats that came from no ad
+
+
 @dataclass(frozen=True)
 class Scope:
     since: datetime
@@ -72,16 +82,24 @@ class Scope:
     direction: str | None = None
 
 
-async def _fetch(db: asyncpg.Pool | asyncpg.Connection, template: str, scope: Scope) -> list[dict[str, Any]]:
+async def _fetch(db: asyncpg.Pool | asyncpg.Connection, template: str, scope: Scope, *,
+                 ad: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     args: list[Any] = [scope.since]
     where = []
+    if ad == NO_AD:
+        where.append("AND ad_id IS NULL")
+    elif ad is not None:
+        args.append(ad)
+        where.append(f"AND ad_id = ${len(args)}")
     if scope.account is not None:
         args.append(scope.account)
         where.append(f"AND account_id = ${len(args)}")
     if scope.direction is not None:
         args.append(scope.direction)
         where.append(f"AND direction_id = ${len(args)}")
-    rows = await db.fetch(template.format(where=" ".join(where)), *args)
+    if limit is not None:
+        args.append(limit)
+    rows = await db.fetch(template.format(where=" ".join(where), limit=f"${len(args)}"), *args)
     return [dict(r) for r in rows]
 
 
@@ -95,6 +113,12 @@ async def window(db: asyncpg.Pool | asyncpg.Connection, scope: Scope) -> list[di
     """Per direction and ad, chats with a click: levels reached, those reached more than 7 days after
     the click (Meta will not attribute them), and the median click-to-level time."""
     return await _fetch(db, _WINDOW_SQL, scope)
+
+
+async def dialogs(db: asyncpg.Pool | asyncpg.Connection, scope: Scope, ad: str | None, limit: int
+                  ) -> list[dict[str, Any]]:
+    """The period's newest `limit` dialogs, of ad `ad` (`NO_AD`: of no ad; None: of any)."""
+    return await _fetch(db, _DIALOGS_SQL, scope, ad=ad, limit=limit)
 
 
 async def capture(db: asyncpg.Pool | asyncpg.Connection, scope: Scope) -> list[dict[str, Any]]:

@@ -34,12 +34,13 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 366
 TRANSCRIPT_MESSAGES = 200
 ERRORS_SHOWN = 100
-_KEPT = ("account", "direction", "days", "sort", "order")
+_KEPT = ("account", "direction", "days", "sort", "order", "ad")
 # the pages load nothing but their stylesheet and are never framed or cached
 _HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
             "Content-Security-Policy": "default-src 'none'; style-src 'self'; frame-ancestors 'none'"}
+DIALOGS_SHOWN = 200
 PAGES = (("funnel", "Funnel"), ("ads", "Ads"), ("readiness", "Readiness"), ("window", "Attribution window"),
-         ("capture", "Capture"), ("errors", "Errors"))
+         ("capture", "Capture"), ("errors", "Errors"), ("dialogs", "Dialogs"))
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ async def ads(request: web.Request) -> web.Response:
                    analytics.ADS_COLUMNS)
     if request.query.get("format") == "csv":
         return _csv("ads", analytics.ADS_COLUMNS, rows)
-    return _render(request, "ads.html", scope, rows=rows, columns=analytics.ADS_COLUMNS,
+    return _render(request, "ads.html", scope, rows=rows, columns=analytics.ADS_COLUMNS, no_ad=analytics.NO_AD,
                    accounts=await _accounts(request, scope))
 
 
@@ -222,6 +223,16 @@ async def errors(request: web.Request) -> web.Response:
                    accounts=await _accounts(request, scope))
 
 
+async def dialogs(request: web.Request) -> web.Response:
+    scope = await _scope(request)
+    ad = request.query.get("ad") or None
+    if ad is not None and len(ad) > 200:
+        raise ApiError(400, "bad_ad", "ad: an ad id of at most 200 characters")
+    rows = await analytics.dialogs(request.config_dict[CTX].pool, scope.analytics, ad, DIALOGS_SHOWN)
+    return _render(request, "dialogs.html", scope, rows=rows, ad=ad, no_ad=analytics.NO_AD, limit=DIALOGS_SHOWN,
+                   accounts=await _accounts(request, scope))
+
+
 async def dialog(request: web.Request) -> web.Response:
     viewer = await _viewer(request)
     pool = request.config_dict[CTX].pool
@@ -247,7 +258,7 @@ def add_routes(app: web.Application) -> None:
     env.filters["mask_phone"] = mask_phone
     dashboard.router.add_get("/", index)
     dashboard.router.add_get("/login", login)
-    for handler in (funnel, ads, readiness, window, capture, errors):
+    for handler in (funnel, ads, readiness, window, capture, errors, dialogs):
         dashboard.router.add_get(f"/{handler.__name__}", handler)
     dashboard.router.add_get("/dialogs/{dialog_id}", dialog)
     dashboard.router.add_static("/static/", charts.STATIC)

@@ -76,6 +76,8 @@ async def test_a_viewer_never_sees_another_accounts_data_by_any_url_or_parameter
                 assert resp.status == 200 and "rival" not in body, path
         async with http.get(f"{site.url}/dashboard/dialogs/{rival_dialog}") as resp:
             assert resp.status == 404
+        async with http.get(f"{site.url}/dashboard/dialogs?ad=rival-ad-1&days=366") as resp:
+            assert resp.status == 200 and "no chats in the period" in await resp.text()
         async with http.get(f"{site.url}/dashboard/dialogs/{own_dialog}") as resp:
             assert resp.status == 200
         async with http.get(f"{site.url}/dashboard/ads?format=csv&days=366") as resp:

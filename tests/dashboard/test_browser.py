@@ -194,3 +194,22 @@ async def _check_dialog(page: Page, site: Site, dialog_id: int) -> None:
         if event["response"] is not None:
             assert "fbtrace_id" in row[6]
 
+
+
+async def test_from_an_ad_to_its_dialogs_to_one_dialog(page: Page, site: Site) -> None:
+    await page.click("nav >> text=Ads")
+    link = page.locator("#ads tbody tr td:first-child a", has_text="clinic-ad-").first
+    ad = await link.inner_text()
+    await link.click()
+    expected = await site.pool.fetch(
+        """SELECT d.id FROM dialog_analysis d JOIN leads l ON l.id = d.lead_id
+           WHERE d.account_id = 'clinic' AND l.ad_source_id = $1 AND d.created_at >= $2
+           ORDER BY d.created_at DESC, d.id DESC""", ad, since())
+    shown = await table(page, "#dialogs")
+    assert [int(r[0].lstrip("#")) for r in shown] == [r["id"] for r in expected][:200]
+    assert {r[4].split()[0] for r in shown} == {ad} and all("*" in r[2] for r in shown)
+    await page.click("#dialogs tbody tr:first-child a")
+    assert page.url.endswith(f"/dashboard/dialogs/{expected[0]['id']}")
+    await page.click("nav >> text=Dialogs")
+    assert len(await table(page, "#dialogs")) == min(200, await site.pool.fetchval(
+        "SELECT count(*) FROM dialog_analysis WHERE account_id = 'clinic' AND created_at >= $1", since()))
