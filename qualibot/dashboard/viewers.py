@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import jwt
 
+from core.errors import NotFound
 from core.jobs import Executor
 
 LOGIN_VALID = timedelta(days=7)
@@ -35,8 +36,8 @@ class Viewer:
         return self.account_id is None
 
 
-class NoSuchAccount(LookupError):
-    pass
+class NoSuchAccount(NotFound):
+    """A viewer for an account that does not exist."""
 
 
 def _hash(token: str) -> bytes:
@@ -52,7 +53,7 @@ async def create(db: Executor, account: str | None, name: str) -> tuple[int, str
                VALUES ($1, $2, $3, now() + $4::interval, $5) RETURNING id""",
             account, name, _hash(token), LOGIN_VALID, secrets.token_bytes(32))
     except asyncpg.ForeignKeyViolationError:
-        raise NoSuchAccount(account) from None
+        raise NoSuchAccount(f"no account {account!r}") from None
     return int(viewer_id), token
 
 
