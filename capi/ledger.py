@@ -308,3 +308,12 @@ async def outcomes_by_level(db: asyncpg.Pool) -> list[asyncpg.Record]:
         """SELECT event_level, event_name, status, attempts, event_id, response->>'fbtrace_id' AS trace
            FROM capi_events_log ORDER BY event_level""")
     return rows
+
+
+async def events_of_dialog(db: asyncpg.Pool | asyncpg.Connection, dialog_id: int) -> list[dict[str, Any]]:
+    """A dialog's decisions with Meta's answer, by level (the dashboard's dialog page)."""
+    rows = await db.fetch(
+        """SELECT id, event_level, event_name, event_id, status, attempts, error, hint, response,
+                  created_at, sent_at
+           FROM capi_events_log WHERE dialog_analysis_id = $1 ORDER BY event_level, id""", dialog_id)
+    return [dict(r) for r in rows]

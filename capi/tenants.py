@@ -128,3 +128,16 @@ async def direction_setups(db: Executor) -> list[asyncpg.Record]:
            LEFT JOIN ad_accounts ad ON ad.id = d.ad_account_id
            ORDER BY d.id""")
     return rows
+
+
+async def account_list(db: Executor) -> list[tuple[str, str]]:
+    """Every account: (id, name), by id."""
+    return [(r["id"], r["name"]) for r in await db.fetch("SELECT id, name FROM user_accounts ORDER BY id")]
+
+
+async def directions_of(db: Executor, account: str | None) -> list[tuple[str, str, str]]:
+    """(id, name, account id) of the account's directions, or of every account's (None), by id."""
+    rows = await db.fetch(
+        "SELECT id, name, account_id FROM account_directions WHERE $1::text IS NULL OR account_id = $1 ORDER BY id",
+        account)
+    return [(r["id"], r["name"], r["account_id"]) for r in rows]

@@ -18,6 +18,7 @@ from core.logging import get_logger
 from core.settings import Settings
 from core.web import CTX, ApiError, error_response, http_status
 from qualibot import health
+from qualibot.dashboard.routes import add_routes as add_dashboard_routes
 from qualibot.secret_values import secrets_kept_current
 from qualibot.wiring import add_domain_routes, job_registry
 
@@ -141,6 +142,7 @@ def create_app(
         app.cleanup_ctx.append(workers)
     health.add_routes(app)
     add_domain_routes(app)
+    add_dashboard_routes(app)
     return app
 
 

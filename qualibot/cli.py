@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "capi": ("qualibot.cmd_capi", "CAPI outbox operations"),
     "bot": ("qualibot.cmd_bot", "the WhatsApp chatbot in one chat"),
     "privacy": ("qualibot.cmd_privacy", "one person's data: export it (subject access) or erase it (LGPD, GDPR)"),
+    "viewer": ("qualibot.cmd_viewer", "dashboard access: login links per account"),
 }
 
 Command = Callable[[argparse.Namespace, "Settings"], Coroutine[Any, Any, int]]

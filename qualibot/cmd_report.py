@@ -1,4 +1,5 @@
-"""`qualibot report funnel | readiness | errors | suspicious`: the audit views, for a terminal or a script.
+"""`qualibot report funnel | readiness | errors | suspicious | ads | window | capture`: the audit views
+and the dashboard's per-ad analytics (`qualibot.analytics`), for a terminal or a script.
 
 `--format table` (default) is for people; `json` (a list of objects) and `csv` (a header row, then
 one row per line) are for scripts, and stay well-formed when there is nothing to show (`[]`, the
@@ -11,8 +12,8 @@ import argparse
 import csv
 import json
 import sys
-from datetime import UTC, date, datetime
-from typing import Any, TextIO
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
 
@@ -21,7 +22,12 @@ from core.settings import Settings
 from qualibot.cli import CliError
 from qualibot.reports import ERRORS, REPORTS, Filters, Report, fetch
 
+if TYPE_CHECKING:
+    from qualibot.analytics import Analytics
+
 ERRORS_DEFAULT_LIMIT = 100
+ANALYTICS_DEFAULT_DAYS = 30  # ads, window, capture without --since: the dashboard's default period
+ANALYTICS = ("ads", "window", "capture")
 CELL_WIDTH = 100  # table cells longer than this are cut; json and csv keep everything
 
 
@@ -29,10 +35,13 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "report", description="funnel: decisions per direction, dataset, UTC day and event; readiness: successes "
         "in the last 7 days per level and the event to optimise for; errors: the newest failed sends; "
-        "suspicious: dialogs whose client wrote to the analysing model.",
+        "suspicious: dialogs whose client wrote to the analysing model; ads: chats, levels, rates and "
+        "times per ad; window: levels reached more than 7 days after the ad click (Meta does not count "
+        "them); capture: per WhatsApp instance and day, the share of new chats with a click id.",
     )
-    p.add_argument("report", choices=list(REPORTS), help="which report")
+    p.add_argument("report", choices=[*REPORTS, *ANALYTICS], help="which report")
     p.add_argument("--direction", metavar="ID", help="only this direction")
+    p.add_argument("--account", metavar="ID", help="ads, window, capture: only this account")
     p.add_argument("--since", metavar="DATE", help="only events created on or after DATE (YYYY-MM-DD, UTC)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", dest="fmt")
     p.add_argument("--limit", type=int, metavar="N",
@@ -63,6 +72,10 @@ def filters_from(args: argparse.Namespace, report: Report) -> Filters:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.report in ANALYTICS:
+        return await run_analytics(args, settings)
+    if args.account is not None:
+        raise CliError(f"--account does not apply to `report {args.report}`", code=2)
     report = REPORTS[args.report]
     filters = filters_from(args, report)
     try:
@@ -76,7 +89,34 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def write(out: TextIO, report: Report, filters: Filters, rows: list[dict[str, Any]], fmt: str) -> None:
+async def run_analytics(args: argparse.Namespace, settings: Settings) -> int:
+    from qualibot.analytics import ANALYTICS as QUERIES
+    from qualibot.analytics import Scope
+
+    report = QUERIES[args.report]
+    since = parse_since(args.since) or datetime.now(UTC).date() - timedelta(days=ANALYTICS_DEFAULT_DAYS - 1)
+    if args.direction is not None and report.name == "capture":
+        raise CliError("--direction does not apply to `report capture`: it counts per WhatsApp instance", code=2)
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit: must be at least 1, not {args.limit}", code=2)
+    scope = Scope(since=datetime.combine(since, time.min, tzinfo=UTC), account=args.account, direction=args.direction)
+    try:
+        async with open_pool(settings, max_size=1) as pool:
+            rows = await report.query(pool, scope)
+    except UNAVAILABLE_ERRORS as exc:
+        raise CliError(f"database unavailable: {type(exc).__name__}: {exc}") from None
+    except asyncpg.UndefinedTableError:
+        raise CliError("the analytics view does not exist: run `qualibot migrate` first") from None
+    rows = rows[: args.limit] if args.limit is not None else rows
+    filters = Filters(direction=args.direction, since=since)
+    write(sys.stdout, report, filters, rows, args.fmt)
+    if args.fmt == "table" and rows:
+        sys.stdout.write(f"(chats created since {since.isoformat()} UTC"
+                         f"{'' if args.since else f', the default last {ANALYTICS_DEFAULT_DAYS} days'})\n")
+    return 0
+
+
+def write(out: TextIO, report: Report | Analytics, filters: Filters, rows: list[dict[str, Any]], fmt: str) -> None:
     if fmt == "json":
         json.dump([{k: plain(v) for k, v in r.items()} for r in rows], out, ensure_ascii=False, indent=2)
         out.write("\n")

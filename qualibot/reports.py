@@ -1,4 +1,5 @@
-"""The audit reports behind `qualibot report`: queries over the views of migrations/006_views.sql.
+"""The audit reports behind `qualibot report`: queries over the views of migrations/006_views.sql,
+and the funnel's daily rollup (migration 017) that capi_funnel_daily reads.
 
 Each report is a `Report` (its columns, in output order) and `build(report, filters)` gives the SQL
 and its arguments; only the filters that are set become conditions, so every query the CLI runs
@@ -13,6 +14,8 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 import asyncpg
+
+from core.context import AppContext
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,23 @@ ERRORS = Report(
 
 REPORTS = {r.name: r for r in (FUNNEL, READINESS, ERRORS)}
 
+# the dashboard's Errors page: the same view with the dialog (a link to its page) and the source
+ERRORS_AUDIT = Report(
+    name="errors",
+    view="capi_errors_recent",
+    columns=(*ERRORS.columns, "source", "dialog_analysis_id"),
+    order_by=None,
+    since_column="created_at",
+    empty_message=ERRORS.empty_message,
+)
+
 
 @dataclass(frozen=True)
 class Filters:
     direction: str | None = None
     since: date | None = None
     limit: int | None = None
+    directions: tuple[str, ...] | None = None  # only these (a dashboard viewer's account); None: all
 
 
 def build(report: Report, filters: Filters) -> tuple[str, list[Any]]:
@@ -82,6 +96,9 @@ def build(report: Report, filters: Filters) -> tuple[str, list[Any]]:
     if filters.direction is not None:
         args.append(filters.direction)
         conditions.append(f"direction_id = ${len(args)}")
+    if filters.directions is not None:
+        args.append(list(filters.directions))
+        conditions.append(f"direction_id = ANY(${len(args)}::text[])")
     if filters.since is not None:
         if report.since_column is None:
             raise ValueError(f"the {report.name} report does not take a start date")
@@ -118,3 +135,57 @@ SUSPICIOUS = Report(
     empty_message="no dialog has a client message addressed to the model",
 )
 REPORTS[SUSPICIOUS.name] = SUSPICIOUS
+
+
+# per UTC day, direction and level: decisions by status, from capi_funnel_daily (which reads the
+# rollup: a few rows per direction and day, however long the log)
+_FUNNEL_DAYS_SQL = """
+SELECT day, direction_id, event_level, sum(success)::bigint AS success, sum(error)::bigint AS error,
+       sum(skipped)::bigint AS skipped, sum(pending)::bigint AS pending, sum(total)::bigint AS total
+FROM capi_funnel_daily
+WHERE day >= $1 {directions}
+GROUP BY 1, 2, 3
+ORDER BY 1 DESC, 2, 3"""
+
+
+async def funnel_days(db: asyncpg.Pool | asyncpg.Connection, since: date,
+                      directions: tuple[str, ...] | None) -> list[dict[str, Any]]:
+    """`directions` None: every direction, and the decisions without one."""
+    if directions is None:
+        rows = await db.fetch(_FUNNEL_DAYS_SQL.format(directions=""), since)
+    else:
+        rows = await db.fetch(_FUNNEL_DAYS_SQL.format(directions="AND direction_id = ANY($2::text[])"),
+                              since, list(directions))
+    return [dict(r) for r in rows]
+
+
+# Fold the triggers' delta rows into the merged row of each group (migration 017). One merger at a
+# time (a transaction-level advisory lock; the others skip): only mergers write merged rows, so
+# writers of capi_events_log never wait on it.
+_MERGE_SQL = """
+WITH gone AS (
+    DELETE FROM capi_funnel_rollup WHERE NOT merged
+    RETURNING day, direction_id, pixel_id, event_level, event_name, status, n
+)
+INSERT INTO capi_funnel_rollup AS r (day, direction_id, pixel_id, event_level, event_name, status, n, merged)
+SELECT day, direction_id, pixel_id, event_level, event_name, status, sum(n), true
+FROM gone GROUP BY 1, 2, 3, 4, 5, 6
+ON CONFLICT (day, direction_id, pixel_id, event_level, event_name, status) WHERE merged
+DO UPDATE SET n = r.n + EXCLUDED.n"""
+_MERGE_LOCK = 0x51B0_F0E1  # any constant of our own for pg_try_advisory_xact_lock
+MERGE_SECONDS = 60.0
+
+
+async def merge_funnel_rollup(pool: asyncpg.Pool) -> int | None:
+    """Groups written (merged rows made or changed); None: another process is merging."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _MERGE_LOCK):
+            return None
+        status = await conn.execute(_MERGE_SQL)
+    return int(status.split()[-1])
+
+
+async def merge_loop(ctx: AppContext) -> float:
+    """A worker loop step: merge, then wait a minute (one short transaction a minute when idle)."""
+    await merge_funnel_rollup(ctx.pool)
+    return MERGE_SECONDS

@@ -15,6 +15,7 @@ import qualification.dialogs
 import qualification.jobs
 from core.context import AppContext
 from core.jobs import JobRegistry
+from qualibot.reports import merge_loop
 
 
 def add_domain_routes(app: web.Application) -> None:
@@ -29,4 +30,5 @@ def job_registry() -> JobRegistry[AppContext]:
     crm.jobs.register_jobs(registry)
     qualification.jobs.register_jobs(registry)
     capi.jobs.register_jobs(registry, delivered=qualification.dialogs.mark_sent)
+    registry.register_loop("report.funnel_merge", merge_loop)
     return registry

@@ -115,19 +115,21 @@ async def load_transcript(db: Executor, dialog_id: int, window: int = WINDOW_MES
 
 async def save_analysis(
     conn: asyncpg.Connection, dialog_id: int, *, analyzed_message_id: int | None, detail: str,
-    reasoning: str, suspicious: int | None = None,
+    reasoning: str, suspicious: int | None = None, evidence: Sequence[int] = (),
 ) -> None:
     """A completed analysis: move the watermark (never backwards) and keep the model's reasoning.
-    `suspicious`: a client message addressed to the model; the mark stays once set."""
+    `suspicious`: a client message addressed to the model; the mark stays once set. `evidence`: the
+    messages an accepted level cites (the dashboard's dialog page); empty keeps the last ones."""
     await conn.execute(
         """UPDATE dialog_analysis
            SET analyzed_message_id = GREATEST(analyzed_message_id, $2), analyzed_at = now(),
                analysis_status = 'ok', analysis_detail = $3, analysis_reasoning = $4, updated_at = now(),
                analysis_suspicious_message_id = COALESCE($5, analysis_suspicious_message_id),
                analysis_suspicious_at = CASE WHEN $5::bigint IS NULL THEN analysis_suspicious_at
-                                             ELSE COALESCE(analysis_suspicious_at, now()) END
+                                             ELSE COALESCE(analysis_suspicious_at, now()) END,
+               analysis_evidence = COALESCE($6, analysis_evidence)
            WHERE id = $1""",
-        dialog_id, analyzed_message_id, detail[:MAX_DETAIL_CHARS], reasoning, suspicious,
+        dialog_id, analyzed_message_id, detail[:MAX_DETAIL_CHARS], reasoning, suspicious, list(evidence) or None,
     )
 
 
@@ -603,3 +605,28 @@ async def move_messages(conn: asyncpg.Connection, from_dialog: int, into_dialog:
 
 async def delete_dialog(conn: asyncpg.Connection, dialog_id: int) -> None:
     await conn.execute("DELETE FROM dialog_analysis WHERE id = $1", dialog_id)
+
+
+# the dashboard's dialog page: the dialog, its analysis and the cited evidence, and its transcript
+_AUDIT_SQL = """
+SELECT id, account_id, direction_id, instance_name, contact_phone, lead_id, created_at,
+       dialog_level(is_interested, is_qualified, is_scheduled) AS level,
+       interest_reached_at, qualified_reached_at, scheduled_reached_at,
+       analysis_status, analysis_detail, analysis_reasoning, analysis_evidence, analyzed_at
+FROM dialog_analysis WHERE id = $1"""
+
+
+async def dialog_audit(db: Executor, dialog_id: int) -> dict[str, Any] | None:
+    row = await db.fetchrow(_AUDIT_SQL, dialog_id)
+    return dict(row) if row else None
+
+
+async def transcript_page(db: Executor, dialog_id: int, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` messages of the dialog, oldest first, with their time."""
+    rows = await db.fetch(
+        """SELECT id, role, text, media_type, sent_at FROM (
+               SELECT id, role, text, media_type, sent_at FROM messages WHERE dialog_id = $1
+               ORDER BY id DESC LIMIT $2) newest
+           ORDER BY id""",
+        dialog_id, limit)
+    return [dict(r) for r in rows]

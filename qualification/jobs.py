@@ -125,7 +125,7 @@ async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, s
         await save_analysis(conn, state.id, analyzed_message_id=transcript.newest_id,
                             detail=_detail(acceptance),
                             reasoning=result.verdict.reasoning[:MAX_REASONING_CHARS],
-                            suspicious=acceptance.suspicious)
+                            suspicious=acceptance.suspicious, evidence=acceptance.evidence)
     if acceptance.suspicious is not None:
         log.warning("qualification.addressed_to_model", dialog_id=state.id, direction=direction,
                     message_id=acceptance.suspicious, claimed=acceptance.claimed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -166,3 +167,31 @@ async def merge_lead(conn: asyncpg.Connection, phone: str, lead_id: int) -> int:
 
 async def lead_direction(db: Executor, lead_id: int) -> str | None:
     return await db.fetchval("SELECT direction_id FROM leads WHERE id = $1", lead_id)  # type: ignore[no-any-return]
+
+
+async def lead_ad(db: Executor, lead_id: int) -> dict[str, Any] | None:
+    """The ad a lead came from (the dashboard's dialog page)."""
+    row = await db.fetchrow(
+        """SELECT ad_source_id AS ad_id, ad_title, ad_source_url, ctwa_clid IS NOT NULL AS has_click_id, referral_at
+           FROM leads WHERE id = $1""", lead_id)
+    return dict(row) if row else None
+
+
+# per instance and UTC day: new chats, and how many arrived with a click id (a drop: the gateway lost
+# the ad data). leads_account_created / leads_created (migration 017) bound the scan to the period.
+_CAPTURE_SQL = """
+SELECT (created_at AT TIME ZONE 'UTC')::date AS day, instance_name,
+       count(*) AS new_chats, count(ctwa_clid) AS with_click_id,
+       round(100.0 * count(ctwa_clid) / count(*), 1)::float8 AS click_id_share
+FROM leads
+WHERE created_at >= $1 {account}
+GROUP BY 1, 2 ORDER BY 1, 2"""
+
+
+async def capture_daily(db: Executor, since: datetime, account: str | None) -> list[dict[str, Any]]:
+    """`account` None: every account's instances."""
+    if account is None:
+        rows = await db.fetch(_CAPTURE_SQL.format(account=""), since)
+    else:
+        rows = await db.fetch(_CAPTURE_SQL.format(account="AND account_id = $2"), since, account)
+    return [dict(r) for r in rows]

@@ -25,6 +25,7 @@ import crm.errors
 import crm.form
 import crm.ratelimit
 import qualibot.cli
+import qualibot.dashboard.viewers
 import qualibot.tenants
 import qualification.analysis
 import qualification.door
@@ -51,6 +52,7 @@ CASES: list[tuple[QualibotError, int, str]] = [
     (bot.intake.InstanceGone("3EB0"), 404, "unknown_instance"),
     (bot.operator.ResumeError("no chat with 7916…"), 404, "not_found"),
     (qualification.door.UnknownDialog("dialog 7 does not exist"), 404, "not_found"),
+    (qualibot.dashboard.viewers.NoSuchAccount("no account 'x'"), 404, "not_found"),
     (NotFound("nothing here"), 404, "not_found"),
     (core.web.ApiError(422, "bad_thing", "the thing is bad"), 422, "bad_thing"),
     # a failure a later try may fix is 503, so the peer retries
