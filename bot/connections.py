@@ -64,18 +64,17 @@ class PinnedConnections:
         self._slots.put_nowait(conn)
 
     async def _give_back(self, conn: asyncpg.Connection) -> None:
-        if self._pool is None:
-            return
+        if self._pool is None or _released(conn):
+            return  # asyncpg took it back already (its server connection was lost)
         try:
-            if not conn.is_closed() and not conn.is_in_transaction():
-                await conn.execute(DEFAULT_PLANS)
-        except asyncpg.InterfaceError:  # asyncpg took it back already (its server connection was lost)
-            return
+            if conn.is_closed() or conn.is_in_transaction():
+                raise asyncpg.InterfaceError("closed, or left in a transaction")
+            await conn.execute(DEFAULT_PLANS)
         except Exception:  # it must not go back to the pool with the setting: drop it
             conn.terminate()
         try:
             await self._pool.release(conn)
-        except Exception:  # noqa: S110  # a broken connection: the pool has already dropped it
+        except Exception:  # noqa: S110  # the pool has already dropped it
             pass
 
     async def close(self) -> None:
@@ -88,6 +87,15 @@ class PinnedConnections:
         for conn in idle:
             if conn is not None:
                 await self._give_back(conn)
+
+
+def _released(conn: asyncpg.Connection) -> bool:
+    """asyncpg already took this connection back into the pool (its proxy answers nothing more)."""
+    try:
+        conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+    return False
 
 
 def _usable(conn: asyncpg.Connection) -> bool:
