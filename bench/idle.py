@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.db import create_pool  # noqa: E402
 from tests.dbsetup import fresh_database, with_database  # noqa: E402
-from tests.seed import seed, tenant_config  # noqa: E402
+from tests.seed import tenant_config  # noqa: E402
 
 STATS_SQL = """SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1"""
 
@@ -45,22 +45,22 @@ def checkout_env(dsn: str, data_dir: str) -> dict[str, str]:
     return env
 
 
-def spawn(root: Path, command: str, env: dict[str, str], **kwargs: Any) -> subprocess.Popen[str]:
+def spawn(root: Path, *command: str, env: dict[str, str], **kwargs: Any) -> subprocess.Popen[str]:
     """The checkout's own `qualibot <command>`, from its own virtualenv and directory."""
-    return subprocess.Popen([str(root / ".venv" / "bin" / "qualibot"), command], cwd=root, env=env, text=True,
+    return subprocess.Popen([str(root / ".venv" / "bin" / "qualibot"), *command], cwd=root, env=env, text=True,
                             stderr=subprocess.DEVNULL, **kwargs)
 
 
 async def prepare_checkout(root: Path, dsn: str, env: dict[str, str], config: dict[str, Any] | None = None) -> None:
-    """Migrate with the checkout's own migrations, then seed `config` (the standard tenant by default)."""
-    migrating = spawn(root, "migrate", env, stdout=subprocess.DEVNULL)
-    if await asyncio.to_thread(migrating.wait) != 0:
-        raise RuntimeError(f"`qualibot migrate` of {root} failed")
-    pool = await create_pool(dsn, max_size=2)
-    try:
-        await seed(pool, config or tenant_config())
-    finally:
-        await pool.close()
+    """Migrate with the checkout's own migrations, then apply `config` (the standard tenant by default)
+    with the checkout's own `qualibot config apply`: each checkout writes its own tables."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
+        yaml.safe_dump(config or tenant_config(), file)
+    for command in (("migrate",), ("config", "apply", file.name)):
+        done = spawn(root, *command, env=env, stdout=subprocess.DEVNULL)
+        if await asyncio.to_thread(done.wait) != 0:
+            raise RuntimeError(f"`qualibot {' '.join(command)}` of {root} failed")
+    os.unlink(file.name)
 
 
 def checkouts(before_root: Path | None) -> list[tuple[str, Path]]:
@@ -81,7 +81,7 @@ async def idle_rate(root: Path, seconds: float, settle: float) -> float:
         await prepare_checkout(root, dsn, env)
         database = dsn.rsplit("/", 1)[1].split("?")[0]
         admin = await asyncpg.connect(with_database(dsn, "postgres"))
-        proc = spawn(root, "worker", env, stdout=subprocess.PIPE)
+        proc = spawn(root, "worker", env=env, stdout=subprocess.PIPE)
         try:
             assert proc.stdout is not None
             line = await asyncio.to_thread(proc.stdout.readline)

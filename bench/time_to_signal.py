@@ -110,7 +110,7 @@ async def measure(root: Path, args: argparse.Namespace) -> tuple[list[float], li
         env.update({"QUALIBOT_PORT": str(port), "QUALIBOT_BUFFER_SECONDS": str(args.buffer),
                     "OPENAI_API_KEY": "bench-key", "OPENAI_BASE_URL": llm.base_url,
                     "META_GRAPH_URL": graph.url})
-        proc = spawn(root, "serve", env, stdout=subprocess.DEVNULL)
+        proc = spawn(root, "serve", env=env, stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         ended: list[tuple[str, float]] = []
         try:
