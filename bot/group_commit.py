@@ -3,9 +3,9 @@
 Every webhook's 200 waits for its commit, and a commit waits for its WAL flush. Written one by one,
 concurrent webhooks each pay a round trip, a transaction and a flush; here the writes that arrive
 while a flush is in progress wait for it to return and then go together in the next one. A write
-that arrives while none is in progress waits `linger` seconds (a few hundred microseconds) for
-its neighbours. Its caller resumes only when the flush that carried it has returned: what it is
-told was written is committed.
+that arrives while none is in progress lets the event loop run once first (or `linger` seconds),
+so the requests already read join it. Its caller resumes only when the flush that carried it has
+returned: what it is told was written is committed.
 
 Not a library's: asyncpg has no group commit, and PostgreSQL's own (`commit_delay`) still costs
 a statement, a transaction and a round trip per write. `in_flight` flushes at a time: with one,
@@ -27,7 +27,7 @@ Flush = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 
 
 class GroupCommit(Generic[T, R]):
-    def __init__(self, flush: Flush[T, R], *, linger: float = 0.0003, max_batch: int = 256,
+    def __init__(self, flush: Flush[T, R], *, linger: float = 0.0, max_batch: int = 256,
                  in_flight: int = 1) -> None:
         self._flush = flush
         self.linger = linger
