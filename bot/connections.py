@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
+from bot.group_commit import GroupCommit
 from core.db import UNAVAILABLE_ERRORS
 
 MAX_PINNED = 8
@@ -35,6 +37,7 @@ class PinnedConnections:
         self.size = size
         self._pool: asyncpg.Pool | None = None
         self._slots: asyncio.Queue[asyncpg.Connection | None] = asyncio.Queue()
+        self.writer: GroupCommit[Any, Any] | None = None  # intake's group commit on these connections (bot.intake)
 
     def _bind(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

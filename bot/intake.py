@@ -20,16 +20,25 @@ client can send those). The instance is checked by the statement itself, not onl
 cache: an instance removed since its cached lookup stores nothing (`InstanceGone`, 404).
 It runs on a connection kept out of the pool (`bot.connections`): the pool's reset on release
 would be a second round trip.
+
+Client messages (nearly all of them) are written by group commit (`bot.group_commit`): the
+webhooks that arrive together share one multi-row INSERT, one transaction and one WAL flush, and
+each 200 still follows the commit that holds its messages. A batch that fails is written again
+one webhook at a time, each in its own transaction as before, so a bad message fails its own
+webhook and not its neighbours.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from bot.connections import PinnedConnections, is_connection_error
+from bot.group_commit import GroupCommit
 from bot.instances import Instance
 from bot.parse import Message
 from bot.referral import Referral
@@ -38,6 +47,8 @@ from core.retries import retrying
 
 DIALOG_JOB = "bot.dialog"
 MAX_ATTEMPTS = 3
+# group commit: two batches at a time, one written while the next one's statement runs
+IN_FLIGHT = 2
 
 _INSERT = """
     INSERT INTO messages (instance_name, message_id, role, text, media_type, sent_at,
@@ -59,6 +70,22 @@ WITH echo AS (
 ), ins AS ({_INSERT.format(extra="AND NOT EXISTS (SELECT 1 FROM echo)")})
 SELECT id FROM ins
 """
+# client messages of many webhooks in one statement; what it returns says which rows were new
+BATCH_SQL = """
+    INSERT INTO messages (instance_name, message_id, role, text, media_type, sent_at,
+                          contact, is_lid, push_name, referral, ad_opaque, lid)
+    SELECT i.name, t.message_id, 'client', t.text, t.media_type, t.sent_at,
+           t.contact, t.is_lid, t.push_name, t.referral, t.ad_opaque, t.lid
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bool[],
+                $8::text[], $9::jsonb[], $10::bool[], $11::text[])
+         WITH ORDINALITY AS t(instance_name, message_id, text, media_type, sent_at, contact, is_lid,
+                              push_name, referral, ad_opaque, lid, n)
+    JOIN whatsapp_instances i ON i.name = t.instance_name
+    ORDER BY t.n
+    ON CONFLICT (instance_name, message_id) DO NOTHING
+    RETURNING instance_name, message_id
+"""
+_ROLE = 2  # the one column of `_statement`'s arguments that BATCH_SQL does not take (always client)
 # the rare second look when nothing was inserted: a redelivery, our echo, or a removed instance
 WHY_NOT_SQL = """
 SELECT EXISTS (SELECT 1 FROM whatsapp_instances WHERE name = $1) AS known,
@@ -95,9 +122,13 @@ def _statement(instance: Instance, m: Message) -> tuple[str, list[Any]]:
 
 
 async def _store_one(conn: asyncpg.Connection, sql: str, args: list[Any]) -> Stored:
-    message_id = args[1]
     if await conn.fetchval(sql, *args) is not None:
-        return Stored("stored", message_id)
+        return Stored("stored", args[1])
+    return await _why_not(conn, sql, args)
+
+
+async def _why_not(conn: asyncpg.Connection, sql: str, args: list[Any]) -> Stored:
+    message_id = args[1]
     why = await conn.fetchrow(WHY_NOT_SQL, args[0], message_id)
     assert why is not None
     if not why["known"]:
@@ -106,16 +137,63 @@ async def _store_one(conn: asyncpg.Connection, sql: str, args: list[Any]) -> Sto
     return Stored("echo" if echo else "duplicate", message_id)
 
 
+Unit = list[list[Any]]  # one webhook's client messages: `_statement`'s arguments for each
+
+
 async def store_messages(
     conns: PinnedConnections, pool: asyncpg.Pool, instance: Instance, messages: list[Message],
 ) -> list[Stored]:
-    """Store a webhook's messages in one transaction (one statement when, as usual, there is one).
+    """Store a webhook's messages in one transaction, committed when this returns.
+
+    Client messages go by group commit, with other webhooks' (one statement for all of them); a
+    webhook with an operator's message runs alone (its echo check is a statement of its own).
+    """
+    batch = [_statement(instance, m) for m in messages]
+    if any(sql is not CLIENT_SQL for sql, _ in batch):
+        return await _store_alone(conns, pool, batch)
+    if conns.writer is None:
+        conns.writer = GroupCommit(lambda units: _flush(conns, pool, units), in_flight=IN_FLIGHT)
+    written: Sequence[Stored | None] = await conns.writer.submit([args for _, args in batch])
+    if all(written):
+        return [s for s in written if s is not None]
+    # nothing inserted for some: a redelivery, or the instance is gone (the rare second look)
+    async with conns.connection(pool) as conn:
+        return [s or await _why_not(conn, CLIENT_SQL, args) for s, (_, args) in zip(written, batch, strict=True)]
+
+
+async def _flush(
+    conns: PinnedConnections, pool: asyncpg.Pool, units: list[Unit],
+) -> Sequence[Sequence[Stored | None] | BaseException]:
+    """Many webhooks' client messages in one INSERT (autocommit: one transaction, one WAL flush).
+    Per message: stored, or None when it was not inserted (the caller looks why)."""
+    rows = [args for unit in units for args in unit]
+    columns = [[args[c] for args in rows] for c in range(len(rows[0])) if c != _ROLE]
+    try:
+        async with conns.connection(pool) as conn:
+            new = {(r["instance_name"], r["message_id"]) for r in await conn.fetch(BATCH_SQL, *columns)}
+    except Exception:  # one bad message must not fail its neighbours: each webhook alone
+        alone = [_store_alone(conns, pool, [(CLIENT_SQL, args) for args in unit]) for unit in units]
+        return await asyncio.gather(*alone, return_exceptions=True)
+    written: list[Sequence[Stored | None]] = []
+    for unit in units:
+        outcome: list[Stored | None] = []
+        for args in unit:
+            key = (args[0], args[1])
+            outcome.append(Stored("stored", args[1]) if key in new else None)
+            new.discard(key)  # a second delivery of it in this batch was not the one inserted
+        written.append(outcome)
+    return written
+
+
+async def _store_alone(
+    conns: PinnedConnections, pool: asyncpg.Pool, batch: list[tuple[str, list[Any]]],
+) -> list[Stored]:
+    """One webhook's messages in a transaction of its own (one statement when, as usual, there is one).
 
     Tried again on a deadlock (two batches holding the same messages in another order) and once
     on a connection that died under us; the insert is idempotent, so a retry after a commit we did
     not see finds the message and reports it as a duplicate.
     """
-    batch = [_statement(instance, m) for m in messages]
     lost_connection = False
 
     def worth_retrying(exc: Exception) -> bool:
