@@ -1,4 +1,4 @@
-"""`qualibot report funnel | readiness | errors | suspicious`: the audit views, for a terminal or a script.
+"""`qualibot report funnel | readiness | errors | suspicious | held`: the audit views, for a terminal or a script.
 
 `--format table` (default) is for people; `json` (a list of objects) and `csv` (a header row, then
 one row per line) are for scripts, and stay well-formed when there is nothing to show (`[]`, the
@@ -30,7 +30,8 @@ def add_parser(sub: Any) -> None:
         "report", help="funnel and audit reports from capi_events_log",
         description="funnel: decisions per direction, dataset, UTC day and event; readiness: successes "
         "in the last 7 days per level and the event to optimise for; errors: the newest failed sends; "
-        "suspicious: dialogs whose client wrote to the analysing model.",
+        "suspicious: dialogs whose client wrote to the analysing model; held: levels 2-3 held for review (low "
+        "confidence).",
     )
     p.add_argument("report", choices=list(REPORTS), help="which report")
     p.add_argument("--direction", metavar="ID", help="only this direction")

@@ -118,3 +118,15 @@ SUSPICIOUS = Report(
     empty_message="no dialog has a client message addressed to the model",
 )
 REPORTS[SUSPICIOUS.name] = SUSPICIOUS
+
+# levels 2-3 held for review (qualification.verdict.hold_unsure): below the direction's min_confidence
+HELD = Report(
+    name="held",
+    view="qualification_held",
+    columns=("dialog_id", "held_at", "direction_id", "instance_name", "held_level", "confidence", "level",
+             "analysis_detail"),
+    order_by=None,  # the view's: held_at DESC
+    since_column="held_at",
+    empty_message="no level is held for review",
+)
+REPORTS[HELD.name] = HELD

@@ -87,5 +87,6 @@ Responder = Callable[[dict[str, Any]], Any]
 
 
 def scheduled_citing_clients(request: dict[str, Any]) -> str:
-    """A model that says "booked" and cites every client message it saw."""
-    return verdict(qualified=True, scheduled=True, evidence=client_ids(request))
+    """A model that says "booked" and cites the client's newest message it saw (citing all of them
+    is refused as the dialog wholesale: `qualification.verdict`)."""
+    return verdict(qualified=True, scheduled=True, evidence=client_ids(request)[-1:])
