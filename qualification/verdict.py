@@ -184,24 +184,26 @@ _QUOTE = re.compile(r"[\"“”«»„][^\"“”«»„]{3,}[\"“”«»„]")
 _CAPITALISED = re.compile(r"\b[^\W\d_][^\W\d_]+\b")
 
 
+def _names_written(text: str) -> set[str]:
+    """Capitalised words of a message that are not capitalised only for opening a sentence."""
+    found = set()
+    for match in _CAPITALISED.finditer(text):
+        before = text[:match.start()].rstrip()
+        if match.group(0)[0].isupper() and before and before[-1] not in ".!?:;\"«(-":
+            found.add(match.group(0))
+    return found
+
+
 def masked_reasoning(reasoning: str, transcript: Transcript) -> str:
     """The model's reasoning as stored: emails, digit runs (phones) and quotations masked, and
-    every capitalised word the client wrote (a name, a street) that is not the first word of the
-    reasoning's sentence; cut to `MAX_REASONING_CHARS`. Models copy the client's text into it."""
+    every word the client wrote capitalised inside a sentence (a name, a street); cut to
+    `MAX_REASONING_CHARS`. Small models copy the client's text into it (issue 19)."""
     text = normalise(reasoning)
     text = _EMAIL.sub("[email]", text)
     text = _DIGITS.sub("[number]", text)
     text = _QUOTE.sub("[quote]", text)
-    client_words = {w for m in transcript.messages if m.role == "client"
-                    for w in _CAPITALISED.findall(normalise(m.text)) if w[0].isupper()}
-
-    def name(match: re.Match[str]) -> str:
-        word = match.group(0)
-        start = text[:match.start()].rstrip()
-        sentence_start = not start or start[-1] in ".!?:"
-        return "[name]" if word in client_words and not sentence_start else word
-
-    text = _CAPITALISED.sub(name, text)
+    names = set().union(*(_names_written(normalise(m.text)) for m in transcript.messages if m.role == "client"))
+    text = _CAPITALISED.sub(lambda m: "[name]" if m.group(0) in names else m.group(0), text)
     if len(text) > MAX_REASONING_CHARS:
         text = text[: MAX_REASONING_CHARS - 1] + "…"
     return text
