@@ -158,7 +158,10 @@ GROUP BY direction_id ORDER BY direction_id NULLS FIRST
 
 async def count_held(db: Executor) -> list[tuple[str | None, int]]:
     """Dialogs with a level 2 or 3 held for review (low confidence), per direction."""
-    rows = await db.fetch("SELECT direction_id, count(*) AS n FROM qualification_held GROUP BY 1 ORDER BY 1")
+    rows = await db.fetch(
+        """SELECT direction_id, count(*) AS n FROM dialog_analysis
+           WHERE analysis_held_level > dialog_level(is_interested, is_qualified, is_scheduled)
+           GROUP BY direction_id ORDER BY direction_id NULLS FIRST""")
     return [(r["direction_id"], r["n"]) for r in rows]
 
 
