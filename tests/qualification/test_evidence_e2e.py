@@ -22,6 +22,7 @@ from tests.fakes.graph import FakeGraph
 from tests.fakes.llm_obedient import shown_messages
 from tests.helpers import wait_for
 from tests.ops.conftest import Qualibot, qualibot  # noqa: F401  # the fixture
+from tests.qualification.helpers import doctor_and_report
 from tests.whatsapp_stack import whatsapp_stack
 
 PHONE = "5531977776666"
@@ -142,12 +143,8 @@ async def test_an_unsure_level_3_is_held_for_review_and_shown(
     assert await recorded(db, dialog["id"]) == [1]
     assert dialog["analysis_held_level"] == 3 and dialog["analysis_confidence"] == pytest.approx(0.55)
     assert "held for review: confidence 0.55" in dialog["analysis_detail"]
-    doctor = await qualibot("doctor")
-    line = next(x for x in doctor.out.splitlines() if "held for review" in x)
+    line, [row] = await doctor_and_report(qualibot, "held for review", "held")
     assert line.split()[:3] == ["WARN", "implants", "1"] and "qualibot report held" in line
-    report = await qualibot("report", "held", "--format", "json")
-    assert report.code == 0, report.err
-    [row] = json.loads(report.out)
     assert (row["dialog_id"], row["held_level"], row["level"]) == (dialog["id"], 3, 1)
 
 
