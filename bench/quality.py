@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/quality.py --base-url URL --model NAME [--api-key KEY]
        [--structured auto|json_schema|json_object|prompt] [--min-confidence 0.7] [--only SUBSTRING]
-       [--limit N] [--concurrency 1] [--timeout 120] [--json OUT.json]
+       [--limit N | --sample N] [--concurrency 1] [--timeout 120] [--json OUT.json]
 
 Runs the production analysis path on every dialog: the same window (`qualification.prompt`), prompt,
 schema and retries (`qualification.analysis.analyse`), evidence check (`qualification.verdict.accept`)
@@ -155,6 +155,8 @@ def render(summary: dict[str, Any], model: str) -> str:
 
 async def main(args: argparse.Namespace) -> int:
     dialogs = [d for d in load() if not args.only or args.only in d.id]
+    if args.sample and args.sample < len(dialogs):
+        dialogs = dialogs[:: -(-len(dialogs) // args.sample)]  # every k-th: all files, all kinds of case
     if args.limit:
         dialogs = dialogs[: args.limit]
     if not dialogs:
@@ -190,7 +192,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--structured", default="auto", choices=("auto", "json_schema", "json_object", "prompt"))
     p.add_argument("--min-confidence", type=float, default=0.0, help="a direction's threshold (0: hold nothing)")
     p.add_argument("--only", help="only dialogs whose id contains this")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, help="the first N dialogs")
+    p.add_argument("--sample", type=int, help="about N dialogs spread over the set (every k-th)")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--json", metavar="PATH", help="write the figures and every dialog's outcome here")

@@ -38,7 +38,7 @@ def server() -> Iterator[str]:
     gguf = eval_local.CACHE / "models" / eval_local.MODELS["smollm2"].gguf
     if not binary.exists() or not gguf.exists():
         pytest.fail(f"run `make eval-local` first: {binary} or {gguf} is missing")
-    proc = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(PORT),
+    proc = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(PORT), "--no-jinja",
                              "-t", "2", "-c", "8192"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while True:
