@@ -39,7 +39,9 @@ def _strict_limits(schema: dict[str, Any]) -> None:
     schema; a missing one parses as None (unknown), which no positive threshold accepts."""
     props = schema["properties"]
     props["evidence_message_ids"]["maxItems"] = MAX_EVIDENCE
-    props["reasoning"]["pattern"] = f"^.{{0,{MAX_REASONING_CHARS - 100}}}$"
+    # no quote, backslash or control character: llama.cpp matches the pattern against the raw JSON
+    # string (its "." lets a '"' through, and SmolLM2 then wrote invalid JSON); quotes are masked anyway
+    props["reasoning"]["pattern"] = r'^[^"\\\x00-\x1F]{0,' + str(MAX_REASONING_CHARS - 100) + "}$"
     props["confidence"] = {"type": "number", "minimum": 0, "maximum": 1,
                            "description": props["confidence"].get("description", "")}
 
