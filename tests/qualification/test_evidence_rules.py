@@ -3,6 +3,7 @@ level held for review; the model's reasoning stored without the client's persona
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import openai
@@ -67,7 +68,10 @@ def test_the_schema_limits_lengths_in_keywords_strict_mode_accepts() -> None:
     assert _keywords(schema) <= SUPPORTED
     props = schema["properties"]
     assert props["evidence_message_ids"]["maxItems"] == MAX_EVIDENCE
-    assert props["reasoning"]["pattern"].startswith("^.{0,") and props["confidence"]["maximum"] == 1
+    reasoning = re.compile(props["reasoning"]["pattern"])
+    assert reasoning.match("Booked Tuesday, answers fit.") and not reasoning.match("x" * MAX_REASONING_CHARS)
+    assert not reasoning.match('said "yes"') and not reasoning.match("a\\b")  # JSON-safe in llama.cpp's grammar
+    assert props["confidence"]["maximum"] == 1
     assert set(schema["required"]) == set(props) and schema["additionalProperties"] is False
 
 
