@@ -46,6 +46,7 @@ class Outcome:
     business: str
     expected: int
     predicted: int
+    rule: int  # the level 1 rule's answer (2+ client messages), without the model
     claimed: int = 0  # what the model said before the evidence check
     rejected: str | None = None
     evidence: list[int] | None = None
@@ -62,7 +63,7 @@ class Outcome:
 async def judge(llm: AsyncOpenAI, dialog: Dialog, args: argparse.Namespace) -> Outcome:
     transcript = dialog.transcript()
     rule = 1 if len(transcript.client_ids) >= 2 else 0
-    out = Outcome(dialog.id, dialog.case, dialog.language, dialog.business, dialog.level, rule)
+    out = Outcome(dialog.id, dialog.case, dialog.language, dialog.business, dialog.level, rule, rule)
     if rule == 0:
         return out
     started = time.perf_counter()
@@ -113,6 +114,8 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
     return {
         "dialogs": len(outcomes),
         "exact": _ratio(sum(1 for o in outcomes if o.predicted == o.expected), len(outcomes)),
+        # the baseline of the same dialogs: the level 1 rule alone, no model
+        "exact_rule_alone": _ratio(sum(1 for o in outcomes if o.rule == o.expected), len(outcomes)),
         "per_level": per_level,
         "confusion": confusion,
         "claims_2_3": len(claims),
@@ -132,7 +135,8 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def render(summary: dict[str, Any], model: str) -> str:
-    lines = [f"model {model}: {summary['dialogs']} dialogs, exact level {summary['exact']}", "",
+    lines = [f"model {model}: {summary['dialogs']} dialogs, exact level {summary['exact']} "
+             f"(the level 1 rule alone, no model: {summary['exact_rule_alone']})", "",
              "level (at least)  precision  recall  predicted  expected"]
     for level, m in summary["per_level"].items():
         lines.append(f"  {level}               {m['precision']!s:>9}  {m['recall']!s:>6}  {m['predicted']:>9}  "
