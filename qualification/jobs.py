@@ -131,8 +131,9 @@ async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, s
     if acceptance.suspicious is not None:
         log.warning("qualification.addressed_to_model", dialog_id=state.id, direction=direction,
                     message_id=acceptance.suspicious, claimed=acceptance.claimed)
-    if acceptance.rejected:
-        log.warning("qualification.evidence_rejected", dialog_id=state.id, direction=direction,
+    if acceptance.rejected:  # held for review (low confidence) or the evidence did not hold up
+        log.warning("qualification.level_held" if acceptance.held else "qualification.evidence_rejected",
+                    dialog_id=state.id, direction=direction,
                     claimed=acceptance.claimed, reason=acceptance.rejected)
     log.info("qualification.analysis_complete", dialog_id=state.id, direction=direction, model=result.model,
              levels=new, level=max(state.level, acceptance.level),
