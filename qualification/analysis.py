@@ -6,17 +6,22 @@ Exceptions:
     │                       run may succeed:
     ├── AnalysisUnavailable Retryable: timeouts, 5xx, 429, refusals, truncated or invalid output
     └── AnalysisRefused     Permanent: 401/403/404/400, the setup is wrong
+        └── AnalysisLooped  the model loops until the token limit on this transcript
 
 What is retried here, at once, inside one job run: a refusal, output cut at the token limit (the
-next attempt gets a larger limit), output that does not fit the schema, a timeout, a 5xx/429 or a
-connection failure. These are usually transient, and a quick second try is cheaper than a job
-round trip. After `ANALYSIS_ATTEMPTS` the caller records the failure (see `qualification.jobs`).
+next attempt gets a larger limit, once, unless the cut output is a run-away list of ids: at
+temperature 0 the same loop repeats, so doubling only doubles the waste; a second truncation that
+begins as the first did is the same loop and ends the analysis), output that does not fit the
+schema, a timeout, a 5xx/429 or a connection failure. These are usually transient, and a quick
+second try is cheaper than a job round trip. After `ANALYSIS_ATTEMPTS` the caller records the
+failure (see `qualification.jobs`).
 The SDK's own retries are off (`core.context.make_llm`), so every call is counted here
 (`qualibot_llm_calls_total` / `qualibot_llm_tokens_total`, purpose "analysis", per direction).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from openai import AsyncOpenAI
@@ -28,7 +33,7 @@ from core.metrics import LLM_CALLS, LLM_TOKENS
 from core.retries import retrying
 from qualification.llm import LLMError, Structured, ask
 from qualification.prompt import Transcript, build_messages
-from qualification.verdict import Verdict
+from qualification.verdict import MAX_EVIDENCE, Verdict
 
 log = get_logger("qualification.analysis")
 
@@ -56,6 +61,22 @@ class AnalysisUnavailable(AnalysisFailed, Retryable):
 
 class AnalysisRefused(AnalysisFailed, Permanent):
     """The endpoint refuses the request itself: a later run will not succeed until the setup changes."""
+
+
+class AnalysisLooped(AnalysisRefused):
+    """The model repeats itself until the token limit; at temperature 0 another run does the same
+    until the transcript changes (the next client message schedules a new run)."""
+
+
+_RUNAWAY_IDS = re.compile(r'"evidence_message_ids"\s*:\s*\[\s*(\d+\s*,\s*){' + str(MAX_EVIDENCE) + ',}')
+
+
+def looped(content: str, previous: str | None) -> bool:
+    """A truncated answer that another budget will not fix: an id list past the schema's limit,
+    or the same beginning as the previous truncated answer (temperature 0 repeats itself)."""
+    if _RUNAWAY_IDS.search(content):
+        return True
+    return previous is not None and bool(previous) and content.startswith(previous)
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,7 @@ async def analyse(
     tokens = _Tokens(direction)
     max_tokens = MAX_COMPLETION_TOKENS
     tries = 0
+    truncated: str | None = None
     try:
         # only a Retryable LLM failure is tried again; an LLMSetupError ends the analysis at once
         async for attempt in retrying("qualification.analyse", Retryable, attempts=ANALYSIS_ATTEMPTS,
@@ -107,7 +129,11 @@ async def analyse(
                     log.warning("qualification.analysis_attempt_failed", direction=direction, attempt=tries,
                                 outcome=exc.outcome, reason=exc.reason)
                     if exc.outcome == "truncated":
-                        max_tokens *= 2
+                        if looped(exc.content or "", truncated):
+                            raise AnalysisLooped(
+                                f"the model repeated itself until the token limit ({max_tokens}); not retried",
+                                attempts=tries, tokens=(tokens.prompt, tokens.completion)) from None
+                        truncated, max_tokens = exc.content or "", max_tokens * 2
                     raise
     except LLMError as exc:
         failed = AnalysisUnavailable if isinstance(exc, Retryable) else AnalysisRefused

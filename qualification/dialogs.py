@@ -53,6 +53,7 @@ class DialogState:
     suspicious_message_id: int | None = None  # a client message addressed to the model (verdict.py)
     analyse_all: bool = False  # the direction's `analyse` switch is `all` (else ad leads only)
     lead_id: int | None = None
+    min_confidence: float = 0.0  # the direction's: levels 2-3 less sure than this are held for review
 
     @property
     def qualifies_from_whatsapp(self) -> bool:
@@ -94,6 +95,7 @@ async def load_state(db: Executor, dialog_id: int) -> DialogState | None:
         suspicious_message_id=row["analysis_suspicious_message_id"],
         analyse_all=bool(setup and setup.analyse_dialogs == "all"),
         lead_id=row["lead_id"],
+        min_confidence=setup.min_confidence if setup else 0.0,
     )
 
 
@@ -116,10 +118,12 @@ async def load_transcript(db: Executor, dialog_id: int, window: int = WINDOW_MES
 async def save_analysis(
     conn: asyncpg.Connection, dialog_id: int, *, analyzed_message_id: int | None, detail: str,
     reasoning: str, suspicious: int | None = None, evidence: Sequence[int] = (),
+    confidence: float | None = None, held: int | None = None,
 ) -> None:
     """A completed analysis: move the watermark (never backwards) and keep the model's reasoning.
     `suspicious`: a client message addressed to the model; the mark stays once set. `evidence`: the
-    messages an accepted level cites (the dashboard's dialog page); empty keeps the last ones."""
+    messages an accepted level cites (the dashboard's dialog page); empty keeps the last ones. `held`:
+    a level 2 or 3 held for review (confidence below the direction's threshold); the higher one stays."""
     await conn.execute(
         """UPDATE dialog_analysis
            SET analyzed_message_id = GREATEST(analyzed_message_id, $2), analyzed_at = now(),
@@ -127,9 +131,14 @@ async def save_analysis(
                analysis_suspicious_message_id = COALESCE($5, analysis_suspicious_message_id),
                analysis_suspicious_at = CASE WHEN $5::bigint IS NULL THEN analysis_suspicious_at
                                              ELSE COALESCE(analysis_suspicious_at, now()) END,
-               analysis_evidence = COALESCE($6, analysis_evidence)
+               analysis_evidence = COALESCE($6, analysis_evidence),
+               analysis_confidence = $7,
+               analysis_held_at = CASE WHEN $8::smallint > COALESCE(analysis_held_level, 0) THEN now()
+                                       ELSE analysis_held_at END,
+               analysis_held_level = GREATEST(analysis_held_level, $8::smallint)
            WHERE id = $1""",
         dialog_id, analyzed_message_id, detail[:MAX_DETAIL_CHARS], reasoning, suspicious, list(evidence) or None,
+        confidence, held,
     )
 
 
@@ -149,6 +158,15 @@ SELECT direction_id, count(*) AS n, max(analysis_suspicious_at) AS latest
 FROM dialog_analysis WHERE analysis_suspicious_message_id IS NOT NULL
 GROUP BY direction_id ORDER BY direction_id NULLS FIRST
 """
+
+
+async def count_held(db: Executor) -> list[tuple[str | None, int]]:
+    """Dialogs with a level 2 or 3 held for review (low confidence), per direction."""
+    rows = await db.fetch(
+        """SELECT direction_id, count(*) AS n FROM dialog_analysis
+           WHERE analysis_held_level > dialog_level(is_interested, is_qualified, is_scheduled)
+           GROUP BY direction_id ORDER BY direction_id NULLS FIRST""")
+    return [(r["direction_id"], r["n"]) for r in rows]
 
 
 async def count_suspicious(db: Executor) -> list[tuple[str | None, int]]:

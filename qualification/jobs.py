@@ -45,7 +45,7 @@ from qualification.dialogs import (
 )
 from qualification.door import record_levels
 from qualification.leads import lead_contact
-from qualification.verdict import MAX_REASONING_CHARS, Acceptance, accept
+from qualification.verdict import Acceptance, accept, hold_unsure, masked_reasoning
 
 log = get_logger("qualification.jobs")
 
@@ -119,18 +119,22 @@ async def _analyse(ctx: AppContext, llm: AsyncOpenAI, criteria: str, job: Job, s
         if retry:
             raise Retry(defer=RETRY_DEFER_SECONDS * job.attempts, reason=exc.reason) from None
         return
-    acceptance = accept(result.verdict, transcript, flagged=state.suspicious_message_id)
+    confidence = result.verdict.confidence
+    acceptance = hold_unsure(accept(result.verdict, transcript, flagged=state.suspicious_message_id),
+                             confidence, state.min_confidence)
     async with ctx.pool.acquire() as conn, conn.transaction():
         new = await record_levels(conn, state.id, [acceptance.level], "whatsapp") if acceptance.level else []
         await save_analysis(conn, state.id, analyzed_message_id=transcript.newest_id,
                             detail=_detail(acceptance),
-                            reasoning=result.verdict.reasoning[:MAX_REASONING_CHARS],
-                            suspicious=acceptance.suspicious, evidence=acceptance.evidence)
+                            reasoning=masked_reasoning(result.verdict.reasoning, transcript),
+                            suspicious=acceptance.suspicious, evidence=acceptance.evidence,
+                            confidence=confidence, held=acceptance.held)
     if acceptance.suspicious is not None:
         log.warning("qualification.addressed_to_model", dialog_id=state.id, direction=direction,
                     message_id=acceptance.suspicious, claimed=acceptance.claimed)
-    if acceptance.rejected:
-        log.warning("qualification.evidence_rejected", dialog_id=state.id, direction=direction,
+    if acceptance.rejected:  # held for review (low confidence) or the evidence did not hold up
+        log.warning("qualification.level_held" if acceptance.held else "qualification.evidence_rejected",
+                    dialog_id=state.id, direction=direction,
                     claimed=acceptance.claimed, reason=acceptance.rejected)
     log.info("qualification.analysis_complete", dialog_id=state.id, direction=direction, model=result.model,
              levels=new, level=max(state.level, acceptance.level),

@@ -77,12 +77,14 @@ _SCAN_OBJECTS = 50  # `{` positions tried in prose; the answer is bounded by the
 class LLMError(QualibotError):
     code = "llm_error"
 
-    def __init__(self, outcome: str, reason: str, *, usage: CompletionUsage | None = None) -> None:
+    def __init__(self, outcome: str, reason: str, *, usage: CompletionUsage | None = None,
+                 content: str | None = None) -> None:
         reason = redact(reason)  # the endpoint's words may echo the API key or a tenant's secret
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
         self.usage = usage
+        self.content = content  # a truncated answer's text: the caller compares two of them
 
 
 class LLMCallError(LLMError, Retryable):
@@ -250,7 +252,8 @@ def _parsed(completion: Any, schema: type[T]) -> T:
         raise LLMCallError("invalid", "the answer has no choices", usage=usage)
     choice = completion.choices[0]
     if choice.finish_reason == "length":
-        raise LLMCallError("truncated", "output truncated at the token limit", usage=usage)
+        raise LLMCallError("truncated", "output truncated at the token limit", usage=usage,
+                           content=choice.message.content or "")
     if choice.finish_reason == "content_filter":
         raise LLMCallError("refused", "output stopped by the content filter", usage=usage)
     message = choice.message

@@ -36,12 +36,15 @@ class Stack:
 
 @asynccontextmanager
 async def whatsapp_stack(db: asyncpg.Pool, make_settings: Callable[..., Settings], model: Responder,
-                         region: str = "RU") -> AsyncIterator[Stack]:
+                         region: str = "RU", configure: Callable[[dict[str, Any]], None] | None = None,
+                         ) -> AsyncIterator[Stack]:
     async with FakeEvolution() as evolution, FakeLLM(model) as llm, FakeGraph(
         tokens={META_TOKEN, USER_TOKEN}, datasets={PIXEL_ID}
     ) as graph:
         cfg = tenant_config(evolution_url=evolution.url)
         cfg["accounts"][0]["default_region"] = region
+        if configure is not None:
+            configure(cfg)
         await seed(db, cfg)
         settings = make_settings(openai_api_key="k", openai_base_url=llm.base_url, meta_graph_url=graph.url)
         async with running(create_app(settings, pool=db, with_workers=True)) as url, \

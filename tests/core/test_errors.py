@@ -73,6 +73,7 @@ CASES: list[tuple[QualibotError, int, str]] = [
     (qualification.llm.LLMSetupError("error", "HTTP 401"), 500, "internal_error"),
     (qualification.llm.LLMError("error", "?"), 500, "internal_error"),
     (qualification.analysis.AnalysisRefused("HTTP 404", attempts=1, tokens=TOKENS), 500, "internal_error"),
+    (qualification.analysis.AnalysisLooped("repeated itself", attempts=2, tokens=TOKENS), 500, "internal_error"),
     (qualification.analysis.AnalysisFailed("?", attempts=1, tokens=TOKENS), 500, "internal_error"),
     (qualification.prompt_gen.PromptGenerationFailed("no usable prompt"), 500, "internal_error"),
     (capi.errors.MetaRejected("code 190"), 500, "internal_error"),

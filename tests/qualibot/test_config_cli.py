@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import yaml
 
 from tests.seed import META_TOKEN, tenant_config
@@ -208,3 +209,20 @@ async def test_crm_webhook_secrets_need_16_characters(db: asyncpg.Pool, database
     assert "accounts[0].crm_connections[0].webhook_secret: must be at least 16 characters" in err
     assert "accounts[0].crm_connections[1].application_token: must be at least 16 characters" in err
     assert sum((await counts(db)).values()) == 0
+
+
+async def test_min_confidence_is_validated_stored_and_exported(
+    db: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    cfg = tenant_config()
+    cfg["accounts"][0]["directions"][0]["min_confidence"] = 1.5
+    code, _, err = await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg)))
+    assert code == 2 and "min_confidence" in err and not any((await counts(db)).values())  # nothing written
+    cfg["accounts"][0]["directions"][0]["min_confidence"] = 0.7
+    assert (await qualibot(database_url, "config", "apply", str(write(tmp_path, cfg))))[0] == 0
+    direction = cfg["accounts"][0]["directions"][0]["id"]
+    stored = await db.fetchval("SELECT min_confidence FROM account_directions WHERE id = $1", direction)
+    assert stored == pytest.approx(0.7)
+    code, out, _ = await qualibot(database_url, "config", "export")
+    exported = yaml.safe_load(out)["accounts"][0]["directions"]
+    assert next(d for d in exported if d["id"] == direction)["min_confidence"] == 0.7

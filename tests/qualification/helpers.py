@@ -87,5 +87,15 @@ Responder = Callable[[dict[str, Any]], Any]
 
 
 def scheduled_citing_clients(request: dict[str, Any]) -> str:
-    """A model that says "booked" and cites every client message it saw."""
-    return verdict(qualified=True, scheduled=True, evidence=client_ids(request))
+    """A model that says "booked" and cites the client's newest message it saw (citing all of them
+    is refused as the dialog wholesale: `qualification.verdict`)."""
+    return verdict(qualified=True, scheduled=True, evidence=client_ids(request)[-1:])
+
+
+async def doctor_and_report(qualibot: Callable[..., Any], marker: str, report: str) -> tuple[str, list[dict[str, Any]]]:
+    """`qualibot doctor`'s line containing `marker`, and the rows of `qualibot report <report>`."""
+    doctor = await qualibot("doctor")
+    line = next(x for x in doctor.out.splitlines() if marker in x)
+    shown = await qualibot("report", report, "--format", "json")
+    assert shown.code == 0, shown.err
+    return line, json.loads(shown.out)

@@ -35,8 +35,6 @@ FAILURES: dict[str, tuple[Any, str, str]] = {
     "server error": ({"status": 500}, "error", "HTTP 500"),
     "rate limited": ({"status": 429}, "error", "HTTP 429"),
     "refusal": ({"refusal": "I can't help with that", "content": None}, "refused", "refused"),
-    "truncated": ({"content": '{"is_interested": true, "is_qua', "finish_reason": "length"},
-                  "truncated", "truncated"),
     "invalid JSON": ("{not json", "invalid", "does not fit the schema"),
     "wrong shape": ('{"is_interested": "maybe"}', "invalid", "does not fit the schema"),
     "timeout": ({"delay": 0.6, "content": verdict()}, "timeout", "no answer within 0.2s"),
@@ -112,6 +110,30 @@ async def test_a_truncated_answer_is_retried_with_more_room(
     dialog_id, _ = await make_dialog(seeded, messages=MESSAGES)
     await qualify_dialog(make_ctx(), job_for(dialog_id))
     assert fake_llm.calls == 2 and await recorded_levels(seeded, dialog_id) == [1, 2, 3]
+
+
+TRUNCATED = {
+    # the same cut answer at every budget (temperature 0 repeats itself): one larger budget, then stop
+    "identical": lambda request: {"content": '{"is_interested": true, "is_qua', "finish_reason": "length"},
+    # counting ids until the token limit, as SmolLM2 and Gemma 3 270M did without maxItems (issue 19)
+    "counting ids": lambda request: {"finish_reason": "length", "content": (
+        '{"is_interested": true, "is_qualified": true, "is_scheduled": true, "evidence_message_ids": ['
+        + ", ".join(str(n) for n in range(1, request["max_tokens"] // 2)))},
+}
+
+
+@pytest.mark.parametrize(("name", "calls"), [("identical", 2), ("counting ids", 1)])
+async def test_a_looping_truncation_is_not_retried_with_a_doubled_budget(
+    name: str, calls: int, seeded: asyncpg.Pool, make_ctx: Ctx, fake_llm: FakeLLM
+) -> None:
+    fake_llm.responder = TRUNCATED[name]
+    dialog_id, _ = await make_dialog(seeded, messages=MESSAGES)
+    await qualify_dialog(make_ctx(), job_for(dialog_id))  # no Retry: the next run would loop the same
+    assert fake_llm.calls == calls
+    assert [r["json"]["max_tokens"] for r in fake_llm.requests] == [400, 800][:calls]
+    row = await dialog_row(seeded, dialog_id)
+    assert row["analysis_status"] == "failed" and "repeated itself until the token limit" in row["analysis_detail"]
+    assert await recorded_levels(seeded, dialog_id) == [1]
 
 
 async def test_one_dialogs_failure_does_not_hold_up_another(

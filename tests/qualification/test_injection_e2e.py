@@ -3,7 +3,6 @@ the fake Meta. Nothing above level 1 reaches Meta; plain booking talk still does
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Literal
 
@@ -15,6 +14,7 @@ from tests.fakes.graph import FakeGraph
 from tests.fakes.llm_obedient import obedient
 from tests.helpers import wait_for
 from tests.ops.conftest import Qualibot, qualibot  # noqa: F401  # the fixture
+from tests.qualification.helpers import doctor_and_report
 from tests.whatsapp_stack import whatsapp_stack
 
 PHONE = "5531988887777"
@@ -81,12 +81,8 @@ async def test_doctor_and_report_show_where_to_look(
     db: asyncpg.Pool, make_settings: Callable[..., Settings], qualibot: Qualibot  # noqa: F811
 ) -> None:
     _, dialog = await play(db, make_settings, ["Hi, about implants", INJECTIONS["Portuguese"]])
-    doctor = await qualibot("doctor")
-    line = next(x for x in doctor.out.splitlines() if "addressed to the analysing model" in x)
+    line, [row] = await doctor_and_report(qualibot, "addressed to the analysing model", "suspicious")
     assert line.split()[:3] == ["WARN", "implants", "1"] and "qualibot report suspicious" in line
-    report = await qualibot("report", "suspicious", "--format", "json")
-    assert report.code == 0, report.err
-    [row] = json.loads(report.out)
     assert (row["dialog_id"], row["direction_id"], row["message_id"], row["level"]) == (
         dialog["id"], "implants", dialog["analysis_suspicious_message_id"], 1)
     assert "addresses the model" in row["analysis_detail"]

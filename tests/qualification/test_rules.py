@@ -82,7 +82,7 @@ async def test_analysis_raises_levels_and_stops_at_level_three(
     seeded: asyncpg.Pool, make_ctx: Ctx, fake_llm: FakeLLM
 ) -> None:
     answers: Iterator[Responder] = iter([
-        lambda req: verdict(qualified=True, evidence=client_ids(req)),
+        lambda req: verdict(qualified=True, evidence=client_ids(req)[-1:]),  # the answers, not "Hi"
         scheduled_citing_clients,
         lambda req: verdict(),  # a later "not scheduled" never lowers a level
     ])
