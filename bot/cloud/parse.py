@@ -12,7 +12,10 @@ a text message, the caption of an image, video or document (else a placeholder l
 the title of an interactive or button reply; `referral` carries the ad (`ctwa_clid`, `source_id`,
 `source_url`, `source_type`, `headline`, `body`, `media_type`). A person without a phone number
 in the payload (WhatsApp usernames) is keyed by the user id Meta sends, flagged like a LID (no
-phone for CAPI). The shape is checked before anything is stored: a body that is not a Cloud
+phone for CAPI). A business that also uses the WhatsApp Business app beside the Cloud API
+("coexistence") gets `smb_message_echoes`: `message_echoes[]`, what it sent from the app, shaped
+like a message but `from` the business and `to` the person; each is an operator's message
+(`from_me`, as Evolution's `fromMe`), which pauses the bot in that chat. The shape is checked before anything is stored: a body that is not a Cloud
 webhook is a `BadCloudBody` (400); one unreadable message is `Invalid` and the others go on.
 Reading is one pass over the body, linear in its size.
 """
@@ -37,9 +40,12 @@ STATUSES = frozenset({"sent", "delivered", "read", "failed"})
 CAPTIONED = ("image", "video", "document")
 PLACEHOLDER_TYPES = frozenset({"audio", "sticker", "location", "contacts", "order", "image", "video", "document"})
 # no words from the person: a reaction to a message, a number change notice, what Meta cannot read
-NO_CONTENT_TYPES = frozenset({"reaction", "system", "unsupported", "unknown", "request_welcome"})
+# (`revoke`: a deleted message, documented for coexistence numbers; `edit`: its payload is a guess)
+NO_CONTENT_TYPES = frozenset({"reaction", "system", "unsupported", "unknown", "request_welcome", "revoke", "edit"})
 # the webhook fields read here; the app may be subscribed to others (template status, account updates…)
-FIELDS = frozenset({"messages", "automatic_events"})
+FIELDS = frozenset({"messages", "automatic_events", "smb_message_echoes"})
+# what a business may write around the digits of the person's number in an echo's `to` ("+16505551234")
+PHONE_PUNCTUATION = frozenset("+ -()")
 REFERRAL_FIELDS = ("source_url", "source_id", "source_type", "headline", "body", "media_type", "ctwa_clid")
 
 
@@ -130,6 +136,8 @@ def _change(value: dict[str, Any], waba_id: str | None, where: str) -> Change:
     names = _profile_names(_list(value.get("contacts"), f"{where}.value.contacts"))
     for mi, m in enumerate(_list(value.get("messages"), f"{where}.value.messages")):
         out.messages.append(_message(m, names, f"{where}.value.messages[{mi}]"))
+    for mi, m in enumerate(_list(value.get("message_echoes"), f"{where}.value.message_echoes")):
+        out.messages.append(_message(m, {}, f"{where}.value.message_echoes[{mi}]", echo=True))
     for si, s in enumerate(_list(value.get("statuses"), f"{where}.value.statuses")):
         out.statuses.append(_status(s, f"{where}.value.statuses[{si}]"))
     for e in _list(value.get("errors"), f"{where}.value.errors"):
@@ -165,23 +173,33 @@ def _sender(m: dict[str, Any]) -> tuple[str, bool] | None:
     return None
 
 
-def _message(m: Any, names: dict[str, str], where: str) -> Message | Ignored | Invalid:
+def _recipient(m: dict[str, Any]) -> tuple[str, bool] | None:
+    """The person an echo went to: the `to` phone as the business typed it, its digits kept."""
+    to = as_text(m.get("to"))
+    if to is None or not set(to) <= PHONE_PUNCTUATION | set("0123456789"):
+        return None
+    digits = "".join(c for c in to if c.isdigit())
+    return (digits, False) if digits and len(digits) <= MAX_CONTACT else None
+
+
+def _message(m: Any, names: dict[str, str], where: str, *, echo: bool = False) -> Message | Ignored | Invalid:
+    """A person's message, or with `echo` one the business sent them from the WhatsApp Business app."""
     if not isinstance(m, dict):
         return Invalid(None, f"{where} is not an object")
     wamid = as_text(m.get("id"))
     if wamid is None or len(wamid) > 256:
         return Invalid(None, f"{where}.id is missing")
-    sender = _sender(m)
+    sender = _recipient(m) if echo else _sender(m)
     if sender is None:
-        return Invalid(wamid, f"{where}.from is not a phone number or user id")
+        return Invalid(wamid, f"{where}.{'to is not a phone number' if echo else 'from is not a phone number or user id'}")
     kind = as_text(m.get("type")) or "unknown"
     if kind in NO_CONTENT_TYPES:
         return Ignored(wamid, "no_content")
     text, media = _content(m, kind)
     return Message(
-        message_id=wamid, contact=sender[0], is_lid=sender[1], from_me=False,
+        message_id=wamid, contact=sender[0], is_lid=sender[1], from_me=echo,
         push_name=names.get(sender[0]), text=text, media_type=media, sent_at=timestamp(m.get("timestamp")),
-        referral=_referral(m.get("referral")),
+        referral=None if echo else _referral(m.get("referral")),
     )
 
 

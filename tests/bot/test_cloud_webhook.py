@@ -21,12 +21,14 @@ from tests.fakes.cloud_webhook import (
     NUMBER_ID,
     PATH,
     VERIFY_TOKEN,
+    echo_body,
     encode,
     fixture_body,
     post,
     text_body,
     with_cloud_number,
 )
+from tests.bot.cli import qualibot
 from tests.helpers import running
 from tests.seed import seed, tenant_config
 
@@ -270,3 +272,71 @@ async def test_fields_not_read_here_are_answered_200_and_left_alone(cloud_app: A
         status, answer = await post(app.http, app.url, body)
         assert (status, answer["results"]) == (200, [{"status": "ignored", "field": "message_template_status_update"}])
         assert await app.counts() == {"messages": 0, "notices": 0, "statuses": 0}
+
+
+async def _chat(app: App) -> asyncpg.Record:
+    row = await app.db.fetchrow(
+        """SELECT d.client_message_count, COALESCE(d.bot_paused_until > now(), false) AS paused
+           FROM dialog_analysis d WHERE d.contact_phone = $1""", PHONE)
+    assert row is not None
+    return row
+
+
+async def test_a_coexistence_echo_is_the_operators_message_and_pauses_the_bot_once(cloud_app: Any) -> None:
+    """smb_message_echoes (Meta's documented payload, fixtures README): what the business wrote from the
+    WhatsApp Business app is the operator's, as Evolution's fromMe; a redelivery changes nothing."""
+    async with cloud_app() as app:
+        await post(app.http, app.url, text_body(PHONE, "Hi, about implants", "wamid.CL1", clid=CLID))
+        await drain(app.db, app.settings)
+        assert not (await _chat(app))["paused"]
+        echo = fixture_body("smb-message-echo.json")  # as documented: `to` is "+16505551234"
+        wamid = echo["entry"][0]["changes"][0]["value"]["message_echoes"][0]["id"]
+        for expected in ("stored", "duplicate"):
+            status, answer = await post(app.http, app.url, echo)
+            assert (status, answer["results"]) == (200, [{"id": wamid, "status": expected}])
+            await drain(app.db, app.settings)
+        rows = await app.db.fetch("SELECT role, contact, text FROM messages ORDER BY id")
+        assert [(r["role"], r["contact"]) for r in rows] == [("client", PHONE), ("operator", PHONE)]
+        assert rows[1]["text"].startswith("Here's the info you requested!")
+        chat = await _chat(app)
+        assert chat["paused"] and chat["client_message_count"] == 1  # never counted as the client's
+        assert await app.db.fetchval("SELECT count(*) FROM leads") == 1
+
+
+async def test_bad_echoes_are_refused_or_marked_invalid_and_write_nothing(cloud_app: Any) -> None:
+    async with cloud_app() as app:
+        body = echo_body(PHONE, "hi", "wamid.BAD1")
+        body["entry"][0]["changes"][0]["value"]["message_echoes"] = {"to": PHONE}  # not a list
+        status, answer = await post(app.http, app.url, body)
+        assert (status, answer["error"]) == (400, "not_a_whatsapp_cloud_webhook")
+        assert "message_echoes must be a list" in answer["detail"]
+        body = echo_body("call me", "hi", "wamid.BAD2")  # no person to pause the bot for
+        status, answer = await post(app.http, app.url, body)
+        assert (status, answer["results"][0]["status"]) == (200, "invalid")
+        assert "to is not a phone number" in answer["results"][0]["reason"]
+        revoked = echo_body(PHONE, "", "wamid.BAD3")  # the business deleted a message: no words
+        echo = revoked["entry"][0]["changes"][0]["value"]["message_echoes"][0]
+        echo.update({"type": "revoke", "revoke": {"original_message_id": "wamid.X"}})
+        del echo["text"]
+        status, answer = await post(app.http, app.url, revoked)
+        assert (status, answer["results"][0]["status"]) == (200, "ignored")
+        assert await app.counts() == {"messages": 0, "notices": 0, "statuses": 0}
+
+
+async def test_bot_resume_finds_a_cloud_chat_by_phone_number_id_or_instance_name(
+    cloud_app: Any, database_url: str
+) -> None:
+    async with cloud_app() as app:
+        await post(app.http, app.url, text_body(PHONE, "Hi", "wamid.RS1", clid=CLID))
+        for n, instance in enumerate([NUMBER_ID, f"cloud-{NUMBER_ID}"]):
+            status, _ = await post(app.http, app.url, echo_body(PHONE, "Ana here, one moment", f"wamid.OP{n}"))
+            assert status == 200
+            await drain(app.db, app.settings)
+            assert (await _chat(app))["paused"]
+            code, out, err = await qualibot(database_url, "bot", "resume", "--instance", instance,
+                                            "--phone", "+1 650-555-1234")
+            assert (code, err) == (0, ""), err
+            assert out.startswith("resumed: the bot answers chat") and "1234" not in out
+            assert not (await _chat(app))["paused"]
+        code, _, err = await qualibot(database_url, "bot", "resume", "--instance", "999000111", "--phone", PHONE)
+        assert code == 2 and "--instance: no WhatsApp instance '999000111'" in err

@@ -51,6 +51,15 @@ def text_body(phone: str, text: str, wamid: str, *, clid: str | None = None, ad_
     return body
 
 
+def echo_body(to: str, text: str, wamid: str, *, number_id: str = NUMBER_ID) -> dict[str, Any]:
+    """Meta's documented coexistence echo (smb-message-echo.json): the business wrote `text` to `to`
+    from the WhatsApp Business app."""
+    body = fixture_body("smb-message-echo.json", number_id)
+    echo = body["entry"][0]["changes"][0]["value"]["message_echoes"][0]
+    echo.update({"to": to, "id": wamid, "timestamp": str(int(time.time())), "text": {"body": text}})
+    return body
+
+
 def fixture_body(name: str, number_id: str = NUMBER_ID) -> dict[str, Any]:
     body = copy.deepcopy(cloud_fixture(name))
     body["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = number_id
