@@ -16,7 +16,8 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("bot")
     bsub = p.add_subparsers(dest="bot_command", required=True, metavar="ACTION")
     r = bsub.add_parser("resume", help="end an operator's pause early: the bot answers this chat again")
-    r.add_argument("--instance", required=True, help="the Evolution instance name, or a WhatsApp Cloud number's phone_number_id "
+    r.add_argument("--instance", required=True,
+                   help="the Evolution instance name, or a WhatsApp Cloud number's phone_number_id "
                    "(or its instance name, cloud-<phone_number_id>)")
     r.add_argument("--phone", required=True,
                    help="the person's phone (+55 31 98888-7777, 553188887777, ...) or the chat's LID")

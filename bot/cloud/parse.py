@@ -2,7 +2,7 @@
 
 The body (WhatsApp webhooks reference, developers.facebook.com/documentation/business-messaging/
 whatsapp/webhooks/reference/messages/): `object: whatsapp_business_account`, `entry[]` (one WABA,
-`id`), `changes[]` (`field`: `messages` or `automatic_events`) whose `value` holds
+`id`), `changes[]` (`field`: `messages`, `automatic_events`, `smb_message_echoes`) whose `value` holds
 `metadata.phone_number_id`, `contacts[]` (`wa_id`, `profile.name`), `messages[]`, `statuses[]`
 (delivery of what the business sent), `errors[]` and, for the `automatic_events` field,
 `automatic_events[]` (Meta's own detection of a lead or purchase in a Click-to-WhatsApp chat).
@@ -15,9 +15,10 @@ in the payload (WhatsApp usernames) is keyed by the user id Meta sends, flagged 
 phone for CAPI). A business that also uses the WhatsApp Business app beside the Cloud API
 ("coexistence") gets `smb_message_echoes`: `message_echoes[]`, what it sent from the app, shaped
 like a message but `from` the business and `to` the person; each is an operator's message
-(`from_me`, as Evolution's `fromMe`), which pauses the bot in that chat. The shape is checked before anything is stored: a body that is not a Cloud
-webhook is a `BadCloudBody` (400); one unreadable message is `Invalid` and the others go on.
-Reading is one pass over the body, linear in its size.
+(`from_me`, as Evolution's `fromMe`), which pauses the bot in that chat.
+The shape is checked before anything is stored: a body that is not a Cloud webhook is a
+`BadCloudBody` (400); one unreadable message is `Invalid` and the others go on. Reading is one
+pass over the body, linear in its size.
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ def _message(m: Any, names: dict[str, str], where: str, *, echo: bool = False) -
         return Invalid(None, f"{where}.id is missing")
     sender = _recipient(m) if echo else _sender(m)
     if sender is None:
-        return Invalid(wamid, f"{where}.{'to is not a phone number' if echo else 'from is not a phone number or user id'}")
+        what = "to is not a phone number" if echo else "from is not a phone number or user id"
+        return Invalid(wamid, f"{where}.{what}")
     kind = as_text(m.get("type")) or "unknown"
     if kind in NO_CONTENT_TYPES:
         return Ignored(wamid, "no_content")

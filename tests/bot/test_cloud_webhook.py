@@ -16,6 +16,7 @@ from bot import privacy
 from bot.drain import drain
 from core.settings import Settings
 from qualibot.app import create_app
+from tests.bot.cli import qualibot
 from tests.fakes.cloud_webhook import (
     APP_SECRET,
     NUMBER_ID,
@@ -28,7 +29,6 @@ from tests.fakes.cloud_webhook import (
     text_body,
     with_cloud_number,
 )
-from tests.bot.cli import qualibot
 from tests.helpers import running
 from tests.seed import seed, tenant_config
 
