@@ -10,11 +10,21 @@ from contextlib import asynccontextmanager
 import aiohttp
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from core.settings import Settings
 from qualibot.app import create_app
 from tests.fakes.cloud_graph import FakeCloudGraph
-from tests.fakes.cloud_webhook import CLOUD_TOKEN, NUMBER_ID, WABA, fixture_body, post, text_body, with_cloud_number
+from tests.fakes.cloud_webhook import (
+    CLOUD_TOKEN,
+    NUMBER_ID,
+    WABA,
+    echo_body,
+    fixture_body,
+    post,
+    text_body,
+    with_cloud_number,
+)
 from tests.fakes.llm import FakeLLM
 from tests.helpers import running, wait_for
 from tests.qualibot.test_end_to_end import model  # the same model: replies, and levels from booking words
@@ -106,6 +116,41 @@ async def test_graph_errors_are_classified_on_the_reply(
     assert reply["delivery_status"] == "failed"
     assert reply["delivery_error"].startswith(expected), reply["delivery_error"]
     assert CLOUD_TOKEN not in reply["delivery_error"]
+
+
+async def test_a_message_the_business_sent_from_the_whatsapp_business_app_silences_the_bot(
+    db: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    """Coexistence: an `smb_message_echoes` webhook is the operator taking over; the client's next
+    message is stored and counted but not answered."""
+    def operator_active() -> float:
+        return REGISTRY.get_sample_value("qualibot_bot_replies_total", {"outcome": "operator_active"}) or 0.0
+
+    async with cloud_stack(db, make_settings) as (url, http, graph):
+        status, _ = await post(http, url, text_body(PHONE, "Hi, about implants", "wamid.CO1", clid=CLID, ad_id=AD))
+        assert status == 200
+        await wait_for(lambda: _async(len(graph.sent) == 1), timeout=15, what="the bot's first reply")
+        status, answer = await post(http, url, echo_body("+" + PHONE, "Ana from the clinic here!", "wamid.APP1"))
+        assert (status, answer["results"][0]["status"]) == (200, "stored")
+
+        async def paused() -> bool:
+            return bool(await db.fetchval("SELECT bot_paused_until > now() FROM dialog_analysis"))
+
+        await wait_for(paused, timeout=15, what="the operator's pause")
+        before = operator_active()
+        status, _ = await post(http, url, text_body(PHONE, "Great, Tuesday then?", "wamid.CO2"))
+        assert status == 200
+
+        async def withheld() -> bool:
+            return bool(operator_active() > before
+                        and not await db.fetchval("SELECT count(*) FROM jobs WHERE name = 'bot.dialog'"))
+
+        await wait_for(withheld, timeout=15, what="the dialog job keeping quiet")
+    assert len(graph.sent) == 1  # only the reply before the business wrote from its app
+    roles = await db.fetch("SELECT role, text FROM messages ORDER BY id")
+    assert [r["role"] for r in roles] == ["client", "bot", "operator", "client"]
+    assert roles[2]["text"] == "Ana from the clinic here!"
+    assert await db.fetchval("SELECT client_message_count FROM dialog_analysis") == 2
 
 
 async def _async(value: bool) -> bool:
