@@ -12,7 +12,10 @@ insert, settled by the message id, the `wamid`, so Meta's redeliveries change no
 statuses of our replies recorded on them, and automatic events and errors stored
 (`bot.cloud.notices`); the 200 lists each message's outcome. The intake drain links lead and
 dialog as for Evolution, and the dialog's reply goes out through Graph (`bot.transport`).
-Meta retries anything but a 200 for days, so only server-side failures are 5xx.
+Meta retries anything but a 200 for days, so only server-side failures are 5xx. Each change is
+committed as it is stored: when a later one fails, the earlier ones stay, the answer is a 5xx, and
+Meta's retry finds them (`duplicate`) and stores the rest once. A coexistence echo
+(`smb_message_echoes`) is stored as the operator's message, as Evolution's `fromMe`.
 """
 
 from __future__ import annotations

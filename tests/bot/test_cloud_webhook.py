@@ -340,3 +340,40 @@ async def test_bot_resume_finds_a_cloud_chat_by_phone_number_id_or_instance_name
             assert not (await _chat(app))["paused"]
         code, _, err = await qualibot(database_url, "bot", "resume", "--instance", "999000111", "--phone", PHONE)
         assert code == 2 and "--instance: no WhatsApp instance '999000111'" in err
+
+
+async def test_a_webhook_failing_midway_is_a_5xx_and_metas_retry_stores_the_rest_exactly_once(cloud_app: Any) -> None:
+    """Each change is committed as it is stored, so a later change's failure leaves the earlier ones
+    stored: the answer must make Meta retry (any non-200; a 5xx here), and the retry settles what was
+    stored as duplicates and stores the rest once. A test-only trigger refuses one message, as a full disk would."""
+    other = "16505550000"
+    body = text_body(PHONE, "Hi", "wamid.PART1")
+    body["entry"].extend(fixture_body("errors-webhook.json")["entry"])
+    body["entry"].extend(text_body(other, "Hello", "wamid.PART2")["entry"])
+    async with cloud_app() as app:
+        await app.db.execute(
+            """CREATE FUNCTION test_refuse_message() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                   IF NEW.message_id = 'wamid.PART2' THEN RAISE EXCEPTION 'disk full, say'; END IF;
+                   RETURN NEW;
+               END $$;
+               CREATE TRIGGER test_refuse_message BEFORE INSERT ON messages
+                   FOR EACH ROW EXECUTE FUNCTION test_refuse_message();""")
+        try:
+            status, answer = await post(app.http, app.url, body)
+            assert status >= 500, answer
+            assert "disk full" not in str(answer)  # no internals in the answer
+            assert await app.counts() == {"messages": 1, "notices": 1, "statuses": 0}
+        finally:
+            await app.db.execute("DROP TRIGGER IF EXISTS test_refuse_message ON messages;"
+                                 "DROP FUNCTION IF EXISTS test_refuse_message()")
+        status, answer = await post(app.http, app.url, body)  # Meta's retry, the same body
+        assert status == 200
+        assert [r["status"] for r in answer["results"]] == ["duplicate", "duplicate", "stored"]
+        status, answer = await post(app.http, app.url, body)
+        assert [r["status"] for r in answer["results"]] == ["duplicate", "duplicate", "duplicate"]
+        assert await app.counts() == {"messages": 2, "notices": 1, "statuses": 0}
+        await drain(app.db, app.settings)
+        rows = await app.db.fetch("SELECT contact_phone AS chat, client_message_count AS n FROM dialog_analysis "
+                                  "ORDER BY contact_phone")
+        assert [(r["chat"], r["n"]) for r in rows] == [(other, 1), (PHONE, 1)]
