@@ -70,7 +70,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
         raise
     except asyncpg.PostgresError as exc:
-        log.error("http.database_error", path=_route(request), error_type=type(exc).__name__, error=str(exc))
+        # the message alone: str(exc) adds PostgreSQL's DETAIL, which can quote the failing row (phones, texts)
+        log.error("http.database_error", path=_route(request), error_type=type(exc).__name__,
+                  sqlstate=exc.sqlstate, error=exc.message or type(exc).__name__)
         return error_response(500, "internal_error", "internal error")
     except asyncio.CancelledError:
         raise

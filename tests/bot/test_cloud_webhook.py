@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from bot import privacy
 from bot.drain import drain
@@ -355,8 +356,11 @@ async def test_a_webhook_failing_midway_is_a_5xx_and_metas_retry_stores_the_rest
         await app.db.execute("ALTER TABLE messages ADD CONSTRAINT test_refuse_message "
                              "CHECK (message_id <> 'wamid.PART2') NOT VALID")
         try:
-            status, answer = await post(app.http, app.url, body)
+            with capture_logs() as logs:
+                status, answer = await post(app.http, app.url, body)
             assert status >= 500, answer
+            failure = next(e for e in logs if e["event"] == "http.database_error")
+            assert failure["sqlstate"] == "23514" and other not in str(logs)  # the row's phone is not logged
             assert "test_refuse_message" not in str(answer)  # no internals in the answer
             assert await app.counts() == {"messages": 1, "notices": 1, "statuses": 0}
         finally:
