@@ -38,14 +38,14 @@ from core.migrate import migrate
 from core.settings import Settings
 from qualibot import analytics, reports
 from qualibot.app import create_app
-from qualibot.dashboard import viewers
+from qualibot.dashboard import routes, viewers
 from qualification import leads
 from tests.dashboard_data import seed_dashboard
 from tests.dbsetup import fresh_database
 from tests.helpers import running
 
 ACCOUNTS = [f"acc{k:02d}" for k in range(10)]
-PAGES = ["funnel", "ads", "readiness", "window", "capture", "errors", "dialogs"]
+PAGES = ["funnel", "ads", "readiness", "window", "capture", "errors", "dialogs", "held"]
 BUDGET_MS = 300.0
 FUNNEL_BUDGET_MS = 100.0
 
@@ -104,6 +104,7 @@ def plans(account: str, dialog_id: int) -> list[tuple[str, str, list[Any]]]:
         ("dialogs page, one ad", analytics._DIALOGS_SQL.format(where="AND ad_id = $2 AND account_id = $3",
                                                                limit="$4"),
          [since, f"{account}-ad-1", account, 200]),
+        ("held page", reports._HELD_PAGE_SQL, [since, account, None, routes.HELD_SHOWN]),
         ("dialog page: its events", "SELECT * FROM capi_events_log WHERE dialog_analysis_id = $1", [dialog_id]),
     ]
 

@@ -148,6 +148,20 @@ HELD = Report(
 )
 REPORTS[HELD.name] = HELD
 
+# the dashboard's Held for review page: the period's waiting levels of one account (None: every
+# account), newest first; through the partial index dialog_analysis_held (held_at, held rows only)
+_HELD_PAGE_SQL = """
+SELECT dialog_id, held_at, direction_id, instance_name, held_level, confidence, level
+FROM qualification_held
+WHERE held_at >= $1 AND ($2::text IS NULL OR account_id = $2) AND ($3::text IS NULL OR direction_id = $3)
+LIMIT $4"""
+
+
+async def held_for_review(db: asyncpg.Pool | asyncpg.Connection, since: datetime, account: str | None,
+                          direction: str | None, limit: int) -> list[dict[str, Any]]:
+    """Levels 2-3 held since `since` and still waiting (no level as high recorded since), newest first."""
+    return [dict(r) for r in await db.fetch(_HELD_PAGE_SQL, since, account, direction, limit)]
+
 # per UTC day, direction and level: decisions by status, from capi_funnel_daily (which reads the
 # rollup: a few rows per direction and day, however long the log)
 _FUNNEL_DAYS_SQL = """

@@ -630,7 +630,8 @@ _AUDIT_SQL = """
 SELECT id, account_id, direction_id, instance_name, contact_phone, lead_id, created_at,
        dialog_level(is_interested, is_qualified, is_scheduled) AS level,
        interest_reached_at, qualified_reached_at, scheduled_reached_at,
-       analysis_status, analysis_detail, analysis_reasoning, analysis_evidence, analyzed_at
+       analysis_status, analysis_detail, analysis_reasoning, analysis_evidence, analyzed_at,
+       analysis_confidence, analysis_held_level, analysis_held_at
 FROM dialog_analysis WHERE id = $1"""
 
 

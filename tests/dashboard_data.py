@@ -4,7 +4,8 @@ Per account: two directions (`<acc>-a`, `<acc>-b`), one WhatsApp instance (`<acc
 (`<acc>-ad-0..4`; one chat in ten has no ad), chats spread over the last `days` days with their
 lead, dialog, two messages, levels (70 % level 1, of those 45 % level 2, of those 40 % level 3;
 one level 2 in eight reached more than 7 days after the click), one capi_events_log row per
-reached level (80 % success, 10 % error, 7 % skipped, 3 % pending; the sent flags follow success)
+reached level (80 % success, 10 % error, 7 % skipped, 3 % pending; the sent flags follow success),
+some levels 2-3 held for review (below the directions' min_confidence 0.7)
 and CRM decisions without a dialog up to `events` log rows in all. Random with a fixed seed, so a
 run is repeatable; tests compare the pages with SQL over these rows, never with fixed numbers.
 """
@@ -17,8 +18,8 @@ import asyncpg
 
 TENANTS = """
 INSERT INTO user_accounts (id, name, access_token) SELECT a, 'Account ' || a, 'EAAG-seed' FROM unnest($1::text[]) a;
-INSERT INTO account_directions (id, account_id, name, pixel_id, capi_enabled)
-SELECT a || '-' || s, a, 'Direction ' || upper(s) || ' of ' || a, 'px-' || a || '-' || s, true
+INSERT INTO account_directions (id, account_id, name, pixel_id, capi_enabled, min_confidence)
+SELECT a || '-' || s, a, 'Direction ' || upper(s) || ' of ' || a, 'px-' || a || '-' || s, true, 0.7
 FROM unnest($1::text[]) a CROSS JOIN unnest(ARRAY['a', 'b']) s;
 INSERT INTO whatsapp_instances (name, account_id, api_url, api_key, webhook_secret, default_direction_id)
 SELECT a || '-wa', a, 'http://127.0.0.1:9', 'seed-key', 'seed-webhook-secret-' || a, a || '-a'
@@ -52,6 +53,15 @@ def _status(column: str) -> str:
 _T2 = "least(now(), CASE WHEN late THEN created + make_interval(days => 8 + i % 5) ELSE t2 END)"
 _T3 = f"least(now(), greatest(t3, {_T2} + interval '1 hour'))"
 
+# held for review (issue 19.5; the directions' min_confidence is 0.7): one level 1 in eleven held at
+# level 2 (one in 33 at level 3) and one level 2 in seven held at level 3, all still waiting; one level 2
+# in thirteen was held at 2 and recorded since (no longer waiting). From i, not random(): the other
+# columns keep their values.
+_HELD = ("(CASE WHEN l1 AND NOT l2 AND i % 33 = 0 THEN 3 WHEN l1 AND NOT l2 AND i % 11 = 0 THEN 2 "
+         "WHEN l2 AND NOT l3 AND i % 7 = 0 THEN 3 WHEN l2 AND i % 13 = 0 THEN 2 END)::smallint")
+_CONFIDENCE = ("(CASE WHEN l1 AND NOT l2 AND i % 11 = 0 THEN 0.30 + (i % 37) / 100.0 "
+               "WHEN l2 AND NOT l3 AND i % 7 = 0 THEN 0.55 WHEN l2 THEN 0.9 END)::real")
+
 ROWS = f"""
 INSERT INTO leads (id, account_id, instance_name, phone, direction_id, ctwa_clid, ad_source_id, ad_title,
                    referral_at, created_at, updated_at)
@@ -64,13 +74,15 @@ SELECT setval('leads_id_seq', (SELECT max(id) FROM leads));
 INSERT INTO dialog_analysis (id, account_id, instance_name, contact_phone, lead_id, direction_id,
     is_interested, is_qualified, is_scheduled, interest_reached_at, qualified_reached_at, scheduled_reached_at,
     capi_interest_sent, capi_qualified_sent, capi_scheduled_sent, client_message_count,
-    analysis_status, analysis_detail, analysis_reasoning, analysis_evidence, analyzed_at, created_at, updated_at)
+    analysis_status, analysis_detail, analysis_reasoning, analysis_evidence, analyzed_at, created_at, updated_at,
+    analysis_confidence, analysis_held_level, analysis_held_at)
 SELECT i, acc, acc || '-wa', '7916' || lpad(i::text, 7, '0'), i, direction, l1, l2, l3,
        CASE WHEN l1 THEN t1 END, CASE WHEN l2 THEN {_T2} END, CASE WHEN l3 THEN {_T3} END,
        l1 AND s1 < 0.8, l2 AND s2 < 0.8, l3 AND s3 < 0.8, 1,
        CASE WHEN l2 THEN 'ok' END, CASE WHEN l2 THEN 'level 2 with evidence [' || (2 * i - 1) || ']' END,
        CASE WHEN l2 THEN 'The client named the tooth and a budget in message ' || (2 * i - 1) || '.' END,
-       CASE WHEN l2 THEN ARRAY[2 * i - 1]::bigint[] END, CASE WHEN l2 THEN {_T2} END, created, created
+       CASE WHEN l2 THEN ARRAY[2 * i - 1]::bigint[] END, CASE WHEN l2 THEN {_T2} END, created, created,
+       {_CONFIDENCE}, {_HELD}, CASE WHEN {_HELD} IS NOT NULL THEN least(now(), t1 + interval '30 minutes') END
 FROM seed_chats;
 SELECT setval('dialog_analysis_id_seq', (SELECT max(id) FROM dialog_analysis));
 

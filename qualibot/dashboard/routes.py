@@ -40,7 +40,8 @@ _HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Po
             "Content-Security-Policy": "default-src 'none'; style-src 'self'; frame-ancestors 'none'"}
 DIALOGS_SHOWN = 200
 PAGES = (("funnel", "Funnel"), ("ads", "Ads"), ("readiness", "Readiness"), ("window", "Attribution window"),
-         ("capture", "Capture"), ("errors", "Errors"), ("dialogs", "Dialogs"))
+         ("capture", "Capture"), ("errors", "Errors"), ("dialogs", "Dialogs"), ("held", "Held for review"))
+HELD_SHOWN = 500
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,21 @@ async def dialogs(request: web.Request) -> web.Response:
                    accounts=await _accounts(request, scope))
 
 
+async def held(request: web.Request) -> web.Response:
+    scope = await _scope(request)
+    pool = request.config_dict[CTX].pool
+    rows = await reports.held_for_review(pool, scope.since, scope.account, scope.direction, HELD_SHOWN)
+    by_direction: dict[str | None, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_direction.setdefault(row["direction_id"], []).append(row)
+    thresholds = {}
+    for direction in by_direction:
+        setup = await tenants.qualification_setup(pool, direction) if direction is not None else None
+        thresholds[direction] = setup.min_confidence if setup is not None else None
+    return _render(request, "held.html", scope, by_direction=sorted(by_direction.items(), key=lambda d: d[0] or ""),
+                   thresholds=thresholds, shown=len(rows), limit=HELD_SHOWN, accounts=await _accounts(request, scope))
+
+
 async def dialog(request: web.Request) -> web.Response:
     viewer = await _viewer(request)
     pool = request.config_dict[CTX].pool
@@ -246,6 +262,8 @@ async def dialog(request: web.Request) -> web.Response:
     return _render(request, "dialog.html", scope, dialog=found, phone=mask_phone(found["contact_phone"]),
                    messages=messages, evidence=evidence,
                    ad=await lead_ad(pool, found["lead_id"]) if found["lead_id"] is not None else None,
+                   setup=await tenants.qualification_setup(pool, found["direction_id"])
+                   if found["direction_id"] is not None else None,
                    events=await events_of_dialog(pool, found["id"]))
 
 
@@ -258,7 +276,7 @@ def add_routes(app: web.Application) -> None:
     env.filters["mask_phone"] = mask_phone
     dashboard.router.add_get("/", index)
     dashboard.router.add_get("/login", login)
-    for handler in (funnel, ads, readiness, window, capture, errors, dialogs):
+    for handler in (funnel, ads, readiness, window, capture, errors, dialogs, held):
         dashboard.router.add_get(f"/{handler.__name__}", handler)
     dashboard.router.add_get("/dialogs/{dialog_id}", dialog)
     dashboard.router.add_static("/static/", charts.STATIC)

@@ -117,3 +117,33 @@ async def test_an_unknown_account_for_a_new_viewer_is_refused(pool: asyncpg.Pool
     except viewers.NoSuchAccount:
         return
     raise AssertionError("a viewer of an unknown account was created")
+
+
+async def test_held_dialogs_of_another_account_are_never_shown_or_opened(site: Site) -> None:
+    held = "analysis_held_level > dialog_level(is_interested, is_qualified, is_scheduled)"
+    rival = [r["id"] for r in await site.pool.fetch(f"SELECT id FROM dialog_analysis WHERE account_id = 'rival' AND {held}")]
+    own = await site.pool.fetchval(f"SELECT count(*) FROM dialog_analysis WHERE account_id = 'clinic' AND {held}")
+    assert rival and own
+    http = await site.session("clinic")
+    try:
+        async with http.get(f"{site.url}/dashboard/held?days=366") as resp:
+            body = await resp.text()
+            assert resp.status == 200 and body.count('href="/dashboard/dialogs/') == own
+            assert "rival" not in body and not any(f'href="/dashboard/dialogs/{i}"' in body for i in rival)
+        for query in ("account=rival", "direction=rival-a", "account=rival&direction=rival-b"):
+            async with http.get(f"{site.url}/dashboard/held?{query}") as resp:
+                assert resp.status == 404, query
+        for dialog_id in rival[:5]:
+            async with http.get(f"{site.url}/dashboard/dialogs/{dialog_id}") as resp:
+                assert resp.status == 404 and (await resp.json())["error"] == "not_found"
+    finally:
+        await http.close()
+    admin = await site.session(None)
+    try:
+        async with admin.get(f"{site.url}/dashboard/held?account=rival&days=366") as resp:
+            body = await resp.text()
+            assert body.count('href="/dashboard/dialogs/') == len(rival) and "clinic-a" not in body
+        async with admin.get(f"{site.url}/dashboard/dialogs/{rival[0]}") as resp:
+            assert resp.status == 200 and 'id="held"' in await resp.text()
+    finally:
+        await admin.close()

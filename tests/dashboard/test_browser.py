@@ -213,3 +213,48 @@ async def test_from_an_ad_to_its_dialogs_to_one_dialog(page: Page, site: Site) -
     await page.click("nav >> text=Dialogs")
     assert len(await table(page, "#dialogs")) == min(200, await site.pool.fetchval(
         "SELECT count(*) FROM dialog_analysis WHERE account_id = 'clinic' AND created_at >= $1", since()))
+
+
+# waiting held levels straight from the dialogs' columns (not the view the page reads)
+HELD_SQL = """
+SELECT id, direction_id, analysis_held_level AS held, analysis_confidence AS confidence
+FROM dialog_analysis
+WHERE account_id = 'clinic' AND analysis_held_at >= $1
+  AND analysis_held_level > CASE WHEN is_scheduled THEN 3 WHEN is_qualified THEN 2 WHEN is_interested THEN 1 ELSE 0 END"""
+
+
+async def test_held_for_review_lists_the_waiting_levels_per_direction(page: Page, site: Site, shots: Path) -> None:
+    expected = {r["id"]: (r["direction_id"], r["held"], f"{r['confidence']:.2f}")
+                for r in await site.pool.fetch(HELD_SQL, since())}
+    assert {h for _, h, _ in expected.values()} == {2, 3}  # the seed holds both levels
+    await page.click("nav >> text=Held for review")
+    shown = {}
+    for direction in ("clinic-a", "clinic-b"):
+        for r in await table(page, f"#held-{direction} table.held"):
+            shown[int(r[0].lstrip("#"))] = (direction, int(r[1]), r[2])
+        heading = await page.inner_text(f"#held-{direction} h2")
+        assert heading.startswith(f"{direction}: {sum(1 for d, *_ in expected.values() if d == direction)} held")
+        assert "min_confidence 0.70" in heading
+    assert shown == expected
+    recorded = await site.pool.fetchval(  # held once, a level as high recorded since: not on the page
+        "SELECT min(id) FROM dialog_analysis WHERE account_id = 'clinic' AND analysis_held_level = 2 AND is_qualified "
+        "AND analysis_held_at >= $1", since())
+    assert recorded is not None and recorded not in shown
+    await page.screenshot(path=str(shots / "held.png"), full_page=True)
+
+    await page.goto(f"{site.url}/dashboard/held?direction=clinic-b")
+    assert await page.locator("#held-clinic-a").count() == 0
+    assert len(await table(page, "#held-clinic-b table.held")) == sum(
+        1 for d, *_ in expected.values() if d == "clinic-b")
+
+    first = page.locator("#held-clinic-b table.held tbody tr a").first
+    dialog_id = int((await first.inner_text()).lstrip("#"))
+    await first.click()
+    assert page.url.endswith(f"/dashboard/dialogs/{dialog_id}")
+    _, level, confidence = expected[dialog_id]
+    assert (await page.inner_text("#held")).startswith(f"level {level} since ")
+    assert "waiting, not sent to Meta" in await page.inner_text("#held")
+    assert (await page.inner_text("#confidence")).startswith(f"{confidence} (the direction holds levels 2-3 below 0.70)")
+    await _check_dialog(page, site, dialog_id)
+    await page.goto(f"{site.url}/dashboard/dialogs/{recorded}")
+    assert "recorded since (level" in await page.inner_text("#held")
