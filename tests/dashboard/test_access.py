@@ -121,7 +121,8 @@ async def test_an_unknown_account_for_a_new_viewer_is_refused(pool: asyncpg.Pool
 
 async def test_held_dialogs_of_another_account_are_never_shown_or_opened(site: Site) -> None:
     held = "analysis_held_level > dialog_level(is_interested, is_qualified, is_scheduled)"
-    rival = [r["id"] for r in await site.pool.fetch(f"SELECT id FROM dialog_analysis WHERE account_id = 'rival' AND {held}")]
+    rival = [r["id"] for r in await site.pool.fetch(
+        f"SELECT id FROM dialog_analysis WHERE account_id = 'rival' AND {held}")]
     own = await site.pool.fetchval(f"SELECT count(*) FROM dialog_analysis WHERE account_id = 'clinic' AND {held}")
     assert rival and own
     http = await site.session("clinic")

@@ -220,7 +220,8 @@ HELD_SQL = """
 SELECT id, direction_id, analysis_held_level AS held, analysis_confidence AS confidence
 FROM dialog_analysis
 WHERE account_id = 'clinic' AND analysis_held_at >= $1
-  AND analysis_held_level > CASE WHEN is_scheduled THEN 3 WHEN is_qualified THEN 2 WHEN is_interested THEN 1 ELSE 0 END"""
+  AND analysis_held_level > CASE WHEN is_scheduled THEN 3 WHEN is_qualified THEN 2
+                                 WHEN is_interested THEN 1 ELSE 0 END"""
 
 
 async def test_held_for_review_lists_the_waiting_levels_per_direction(page: Page, site: Site, shots: Path) -> None:
@@ -254,7 +255,8 @@ async def test_held_for_review_lists_the_waiting_levels_per_direction(page: Page
     _, level, confidence = expected[dialog_id]
     assert (await page.inner_text("#held")).startswith(f"level {level} since ")
     assert "waiting, not sent to Meta" in await page.inner_text("#held")
-    assert (await page.inner_text("#confidence")).startswith(f"{confidence} (the direction holds levels 2-3 below 0.70)")
+    assert (await page.inner_text("#confidence")).startswith(
+        f"{confidence} (the direction holds levels 2-3 below 0.70)")
     await _check_dialog(page, site, dialog_id)
     await page.goto(f"{site.url}/dashboard/dialogs/{recorded}")
     assert "recorded since (level" in await page.inner_text("#held")
