@@ -97,13 +97,17 @@ def plans(account: str, dialog_id: int) -> list[tuple[str, str, list[Any]]]:
         ("funnel page", reports._FUNNEL_DAYS_SQL.format(directions="AND direction_id = ANY($2::text[])"),
          [since.date(), dirs]),
         ("ads page", analytics._ADS_SQL.format(where="AND account_id = $2"), [since, account]),
+        ("ads page, every account", analytics._ADS_SQL.format(where=""), [since]),
         ("readiness page", readiness, r_args),
         ("window page", analytics._WINDOW_SQL.format(where="AND account_id = $2"), [since, account]),
+        ("window page, every account", analytics._WINDOW_SQL.format(where=""), [since]),
         ("capture page", leads._CAPTURE_SQL.format(account="AND account_id = $2"), [since, account]),
         ("errors page", errors, e_args),
         ("dialogs page, one ad", analytics._DIALOGS_SQL.format(where="AND ad_id = $2 AND account_id = $3",
                                                                limit="$4"),
          [since, f"{account}-ad-1", account, 200]),
+        ("dialogs page, one ad, every account", analytics._DIALOGS_SQL.format(where="AND ad_id = $2", limit="$3"),
+         [since, f"{account}-ad-1", 200]),
         ("held page", reports._HELD_PAGE_SQL, [since, account, None, routes.HELD_SHOWN]),
         ("dialog page: its events", "SELECT * FROM capi_events_log WHERE dialog_analysis_id = $1", [dialog_id]),
     ]
@@ -138,10 +142,15 @@ async def run(chats: int, events: int, repeat: int, show_plans: bool) -> int:
                 failures += await pages(pool, dsn, tmp, dialog_id, repeat)
                 async with pool.acquire() as c:
                     for title, sql, args in plans(ACCOUNTS[0], dialog_id):
-                        plan = [r[0] for r in await c.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)]
+                        async with c.transaction():
+                            if title.startswith(("ads page", "window page")):
+                                await c.execute(analytics._LOOKUP_LEADS)  # as analytics.ads and .window run
+                            plan = [r[0] for r in await c.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)]
                         scans = sorted({line.strip().split(" on ")[0].lstrip("-> ").strip() + " on " +
                                         line.split(" on ")[1].split()[0] for line in plan
-                                        if " on " in line and "Scan" in line})
+                                        if " on " in line and "Scan" in line} |
+                                       {head for head in (line.strip().lstrip("-> ").split("  (")[0] for line in plan)
+                                        if ("Join" in head or "Nested Loop" in head) and ":" not in head})
                         print(f"== EXPLAIN {title}: " + "; ".join(scans))
                         if show_plans:
                             print("\n".join("   " + line for line in plan))

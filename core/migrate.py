@@ -16,6 +16,7 @@ failure part-way succeeds (`IF NOT EXISTS`; drop an INVALID index a failed concu
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import uuid
@@ -79,7 +80,7 @@ async def migrate(conn: asyncpg.Connection, directory: Traversable = MIGRATIONS_
     """Apply pending migrations; returns the names applied by this call."""
     migrations = discover(directory)
     applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    await _lock(conn)
     try:
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -120,6 +121,19 @@ async def migrate(conn: asyncpg.Connection, directory: Traversable = MIGRATIONS_
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+_LOCK_POLL_SECONDS = 0.2
+
+
+async def _lock(conn: asyncpg.Connection) -> None:
+    """The migrations lock, tried between pauses rather than waited for in one statement: a process
+    blocked in pg_advisory_lock is a transaction in progress, and the holder's CREATE INDEX
+    CONCURRENTLY waits for every such transaction to end, a deadlock."""
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+            return
+        await asyncio.sleep(_LOCK_POLL_SECONDS)  # another process migrates; nothing to be woken by
 
 
 async def _record(conn: asyncpg.Connection, m: Migration) -> None:

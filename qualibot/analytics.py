@@ -8,7 +8,8 @@ instead of the whole table. Times are medians in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,8 +83,16 @@ class Scope:
     direction: str | None = None
 
 
+# Ads and Window read every dialog of the period with its lead. With hash or merge joins allowed the
+# planner reads all of `leads` to join them (its cost model prefers that until leads far outnumber the
+# period's dialogs); looking each lead up in leads_id_ad (id INCLUDE the ad columns, migration 021,
+# an index-only scan) costs the same at 100 k leads and stays flat as leads grow, which the period's
+# dialogs do not: bench/dashboard.py. SET LOCAL: for this transaction only.
+_LOOKUP_LEADS = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+
+
 async def _fetch(db: asyncpg.Pool | asyncpg.Connection, template: str, scope: Scope, *,
-                 ad: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+                 ad: str | None = None, limit: int | None = None, lookups: bool = False) -> list[dict[str, Any]]:
     args: list[Any] = [scope.since]
     where = []
     if ad == NO_AD:
@@ -99,20 +108,33 @@ async def _fetch(db: asyncpg.Pool | asyncpg.Connection, template: str, scope: Sc
         where.append(f"AND direction_id = ${len(args)}")
     if limit is not None:
         args.append(limit)
-    rows = await db.fetch(template.format(where=" ".join(where), limit=f"${len(args)}"), *args)
-    return [dict(r) for r in rows]
+    sql = template.format(where=" ".join(where), limit=f"${len(args)}")
+    if not lookups:
+        return [dict(r) for r in await db.fetch(sql, *args)]
+    async with _connection(db) as conn, conn.transaction():
+        await conn.execute(_LOOKUP_LEADS)
+        return [dict(r) for r in await conn.fetch(sql, *args)]
+
+
+@asynccontextmanager
+async def _connection(db: asyncpg.Pool | asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
 
 
 async def ads(db: asyncpg.Pool | asyncpg.Connection, scope: Scope) -> list[dict[str, Any]]:
     """Per ad and direction: new chats, levels reached, rates of new chats, median time from the first
     message to each level, events Meta accepted. Chats from no ad are the row whose ad_id is None."""
-    return await _fetch(db, _ADS_SQL, scope)
+    return await _fetch(db, _ADS_SQL, scope, lookups=True)
 
 
 async def window(db: asyncpg.Pool | asyncpg.Connection, scope: Scope) -> list[dict[str, Any]]:
     """Per direction and ad, chats with a click: levels reached, those reached more than 7 days after
     the click (Meta will not attribute them), and the median click-to-level time."""
-    return await _fetch(db, _WINDOW_SQL, scope)
+    return await _fetch(db, _WINDOW_SQL, scope, lookups=True)
 
 
 async def dialogs(db: asyncpg.Pool | asyncpg.Connection, scope: Scope, ad: str | None, limit: int

@@ -58,3 +58,15 @@ async def test_report_ads_window_capture_agree_with_the_tables(site: Site, datab
     assert "clinic-wa" in out and "rival-wa" in out and "the default last 30 days" in out
     code, out, err = await qualibot(database_url, "report", "capture", "--direction", "clinic-a")
     assert code == 2 and "--direction does not apply to `report capture`" in err
+
+
+async def test_ads_and_window_leave_a_callers_connection_planning_as_before(site: Site) -> None:
+    """They look each lead up by its key for their own transaction only (SET LOCAL): a connection
+    handed in plans every later query with hash and merge joins again."""
+    from qualibot import analytics
+    scope = analytics.Scope(since=period_start(30), account="clinic")
+    async with site.pool.acquire() as conn:
+        via_conn = await analytics.ads(conn, scope)
+        assert via_conn == await analytics.ads(site.pool, scope) and via_conn
+        assert await analytics.window(conn, scope)
+        assert [await conn.fetchval(f"SHOW {s}") for s in ("enable_hashjoin", "enable_mergejoin")] == ["on", "on"]
