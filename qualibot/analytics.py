@@ -87,8 +87,11 @@ class Scope:
 # planner reads all of `leads` to join them (its cost model prefers that until leads far outnumber the
 # period's dialogs); looking each lead up in leads_id_ad (id INCLUDE the ad columns, migration 021,
 # an index-only scan) costs the same at 100 k leads and stays flat as leads grow, which the period's
-# dialogs do not: bench/dashboard.py. SET LOCAL: for this transaction only.
-_LOOKUP_LEADS = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+# dialogs do not: bench/dashboard.py. Without parallel workers, whose plans scan all of dialog_analysis
+# in parallel instead of reading the period through its index (and a ~50 ms query gains nothing from
+# them on a small machine). SET LOCAL: for this transaction only.
+_LOOKUP_LEADS = ("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+                 "SET LOCAL max_parallel_workers_per_gather = 0")
 
 
 async def _fetch(db: asyncpg.Pool | asyncpg.Connection, template: str, scope: Scope, *,

@@ -62,11 +62,14 @@ async def test_report_ads_window_capture_agree_with_the_tables(site: Site, datab
 
 async def test_ads_and_window_leave_a_callers_connection_planning_as_before(site: Site) -> None:
     """They look each lead up by its key for their own transaction only (SET LOCAL): a connection
-    handed in plans every later query with hash and merge joins again."""
+    handed in plans every later query with hash and merge joins and parallel workers again."""
     from qualibot import analytics
+    settings = ("enable_hashjoin", "enable_mergejoin", "max_parallel_workers_per_gather")
     scope = analytics.Scope(since=period_start(30), account="clinic")
     async with site.pool.acquire() as conn:
+        before = [await conn.fetchval(f"SHOW {s}") for s in settings]
         via_conn = await analytics.ads(conn, scope)
         assert via_conn == await analytics.ads(site.pool, scope) and via_conn
         assert await analytics.window(conn, scope)
-        assert [await conn.fetchval(f"SHOW {s}") for s in ("enable_hashjoin", "enable_mergejoin")] == ["on", "on"]
+        assert [await conn.fetchval(f"SHOW {s}") for s in settings] == before
+        assert before[:2] == ["on", "on"] and before[2] != "0"
