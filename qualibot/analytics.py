@@ -85,9 +85,10 @@ class Scope:
 
 # Ads and Window read every dialog of the period with its lead. With hash or merge joins allowed the
 # planner reads all of `leads` to join them (its cost model prefers that until leads far outnumber the
-# period's dialogs); looking each lead up in leads_id_ad (id INCLUDE the ad columns, migration 021,
-# an index-only scan) costs the same at 100 k leads and stays flat as leads grow, which the period's
-# dialogs do not: bench/dashboard.py. Without parallel workers, whose plans scan all of dialog_analysis
+# period's dialogs); looking each lead up by its primary key costs the same at 100 k leads and stays
+# flat as leads grow, which the period's dialogs do not (bench/dashboard.py, bench/README.md).
+# (No covering index: the ad's text columns are as long as the webhook sent, too long for a btree
+# entry.) Without parallel workers, whose plans scan all of dialog_analysis
 # in parallel instead of reading the period through its index (and a ~50 ms query gains nothing from
 # them on a small machine). SET LOCAL: for this transaction only.
 _LOOKUP_LEADS = ("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
