@@ -49,7 +49,7 @@ async def test_a_sender_whose_lease_ran_out_cannot_overwrite_the_outcome_of_the_
     await record(seeded, dialog, 1)
     late = outbox()
     [claimed] = await late._claim()
-    await seeded.execute("UPDATE capi_events_log SET next_attempt_at = now()")  # its lease runs out
+    await seeded.execute("UPDATE capi_events_log SET lease_until = now()")  # its lease runs out
     assert (await outbox().run()).sent == 1
     await late._record([Outcome(claimed, "error", "a late failure")])
     row = await log_row(seeded, dialog, 1)
