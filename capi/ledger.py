@@ -7,8 +7,10 @@ All statements are set-based (one per batch, `unnest` of arrays), whatever the b
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -153,14 +155,28 @@ class Outcome:
 
 async def claim(pool: asyncpg.Pool, limit: int, lease: float) -> list[Claimed]:
     """Up to `limit` due rows, now reserved for `lease` seconds (and their `attempts` counted)."""
-    async with pool.acquire() as conn, conn.transaction():
-        # The planner's count of pending rows dates from its last ANALYZE, when the outbox was
-        # usually empty; trusting it, it reads every pending row in a bitmap scan and sorts them
-        # (the whole backlog, for each batch of a burst). The pending index already holds them in
-        # due order: read it in order and stop at `limit`.
-        await conn.execute(f"SET LOCAL enable_bitmapscan = off; {_CUSTOM_PLANS}")
+    # The planner's count of pending rows dates from its last ANALYZE, when the outbox was usually
+    # empty; trusting it, it would read every pending row in a bitmap scan and sort them (the whole
+    # backlog, for each batch of a burst). The pending index already holds them in due order: read
+    # it in order and stop at `limit`.
+    async with _transaction(pool, "SET LOCAL enable_bitmapscan = off") as conn:
         records = await conn.fetch(_CLAIM_SQL, limit, lease)
-    return [Claimed(*r) for r in records]  # the SELECT lists the columns in the dataclass's order
+    return [Claimed(*r) for r in records]
+
+
+@asynccontextmanager
+async def _transaction(pool: asyncpg.Pool, settings: str) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction planned per statement (`_CUSTOM_PLANS`) with `settings`, set in the round trip
+    of its BEGIN: under load, each round trip also waits for the event loop's turn."""
+    async with pool.acquire() as conn:
+        await conn.execute(f"BEGIN; {_CUSTOM_PLANS}; {settings}")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")  # the SELECT lists the columns in the dataclass's order
 
 
 async def commit_success(
@@ -171,8 +187,7 @@ async def commit_success(
     rows = [o.row for o in outcomes]
 
     async def statement() -> list[asyncpg.Record]:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(_CUSTOM_PLANS)  # for the delivery hook's statement too
+        async with _transaction(pool, "") as conn:  # the delivery hook's statement planned per batch too
             done: list[asyncpg.Record] = await conn.fetch(
                 _SUCCESS_SQL, [r.id for r in rows], [r.attempts for r in rows], outcomes[0].response, extras)
             await delivered(conn, _delivered(done))
@@ -185,8 +200,7 @@ async def commit_success(
 async def commit_outcomes(pool: asyncpg.Pool, outcomes: list[Outcome], extras: dict[str, Any]) -> set[int]:
     """Errors, retries and hand-backs, each row with its own values; returns the ids written."""
     async def statement() -> list[asyncpg.Record]:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(_CUSTOM_PLANS)
+        async with _transaction(pool, "") as conn:
             done: list[asyncpg.Record] = await conn.fetch(
                 _OUTCOME_SQL,
                 [o.row.id for o in outcomes], [o.row.attempts for o in outcomes], [o.status for o in outcomes],

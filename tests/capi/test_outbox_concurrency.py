@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 import capi.jobs
-from capi.ledger import Outcome
+from capi.ledger import Outcome, next_due_in
 from capi.outbox import Outbox
 from core.context import AppContext
 from core.jobs import JobRegistry, Worker
@@ -115,3 +115,25 @@ async def test_a_lane_hands_rows_back_unposted_when_its_lease_could_run_out_mid_
     row = await log_row(seeded, dialog, 1)
     assert (row["status"], row["attempts"]) == ("pending", 0) and not graph.requests
     assert (await outbox().run()).sent == 1
+
+
+async def test_a_row_in_flight_is_not_due_until_its_lease_runs_out_and_then_is(
+    seeded: asyncpg.Pool, outbox: MakeOutbox
+) -> None:
+    # the sender loop sleeps on next_due_in: a leased row must not read as due (a busy loop of empty
+    # claims), nor be forgotten (a crashed sender's rows must come back when the lease ends)
+    first, second = await make_dialog(seeded), await make_dialog(seeded)
+    await record(seeded, first, 1)
+    sender = outbox()
+    [claimed] = await sender._claim()
+    due_in = await next_due_in(seeded)
+    assert due_in is not None and 0.9 * sender.lease < due_in <= sender.lease
+    assert await sender._claim() == []
+    await record(seeded, second, 1)
+    assert await next_due_in(seeded) == 0  # a due row beside the one in flight
+    [other] = await sender._claim()
+    assert other.id != claimed.id
+    await seeded.execute("UPDATE capi_events_log SET lease_until = now() WHERE id = $1", claimed.id)
+    assert await next_due_in(seeded) == 0
+    [again] = await sender._claim()
+    assert (again.id, again.attempts) == (claimed.id, 2)
