@@ -161,7 +161,7 @@ async def claim(pool: asyncpg.Pool, limit: int, lease: float) -> list[Claimed]:
     # it in order and stop at `limit`.
     async with _transaction(pool, "SET LOCAL enable_bitmapscan = off") as conn:
         records = await conn.fetch(_CLAIM_SQL, limit, lease)
-    return [Claimed(*r) for r in records]
+    return [Claimed(*r) for r in records]  # the SELECT lists the columns in the dataclass's order
 
 
 @asynccontextmanager
@@ -176,7 +176,7 @@ async def _transaction(pool: asyncpg.Pool, settings: str) -> AsyncIterator[async
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
             raise
-        await conn.execute("COMMIT")  # the SELECT lists the columns in the dataclass's order
+        await conn.execute("COMMIT")
 
 
 async def commit_success(

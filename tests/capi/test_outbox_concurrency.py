@@ -137,3 +137,35 @@ async def test_a_row_in_flight_is_not_due_until_its_lease_runs_out_and_then_is(
     assert await next_due_in(seeded) == 0
     [again] = await sender._claim()
     assert (again.id, again.attempts) == (claimed.id, 2)
+
+
+async def test_rows_that_arrive_during_a_run_are_posted_by_every_lane_not_only_the_one_still_working(
+    seeded: asyncpg.Pool, graph: FakeGraph, outbox: MakeOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a run starts with one row: its second lane finds nothing and stops; rows recorded meanwhile
+    # must not then be left to the one lane in turn
+    graph.latency = 0.5
+    in_flight, most = 0, 0
+    answer = graph._sleep_rest
+
+    async def counted(started: float) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await answer(started)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(graph, "_sleep_rest", counted)
+    dialogs = [await make_dialog(seeded) for _ in range(4)]
+    await record(seeded, dialogs[0], 1)
+    run = asyncio.create_task(outbox(capi_batch_size=1, capi_concurrency=2).run())
+    async def first_posted() -> bool:
+        return in_flight == 1
+
+    await wait_for(first_posted, timeout=5, what="the first request in flight")
+    for dialog in dialogs[1:]:
+        await record(seeded, dialog, 1)
+    assert (await asyncio.wait_for(run, 10)).sent == 4
+    assert most == 2
