@@ -7,8 +7,10 @@ All statements are set-based (one per batch, `unnest` of arrays), whatever the b
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -21,13 +23,13 @@ from core.retries import retrying
 _CLAIM_SQL = """
 WITH due AS (
     SELECT id FROM capi_events_log
-    WHERE status = 'pending' AND next_attempt_at <= now()
+    WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until <= now())
     ORDER BY next_attempt_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE capi_events_log c
-    SET attempts = c.attempts + 1, next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
+    SET attempts = c.attempts + 1, lease_until = now() + make_interval(secs => $2), updated_at = now()
     FROM due WHERE c.id = due.id
     RETURNING c.id, c.attempts, c.event_id, c.event_level, c.event_name, c.pixel_id, c.direction_id,
               c.event_time, c.request
@@ -45,12 +47,19 @@ LEFT JOIN account_directions d ON d.id = cl.direction_id
 LEFT JOIN user_accounts u ON u.id = d.account_id
 LEFT JOIN ad_accounts a ON a.id = d.ad_account_id"""
 
+# A statement prepared by asyncpg gets a generic plan after five runs, made without the arrays'
+# sizes; for a batch of a thousand ids that plan reads the whole table. Planned for each batch instead.
+_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+
+# `c.id = ANY($1)` and `(status = 'pending') IS TRUE` (the same test, but not one an index can answer)
+# make the plan look the batch's rows up by primary key: trusting a count of pending rows made when
+# the outbox was nearly empty, the planner would otherwise read every pending row of a backlog.
 _SUCCESS_SQL = """
 UPDATE capi_events_log c
 SET status = 'success', sent_at = now(), response = $3::jsonb, error = NULL, hint = NULL,
-    request = c.request || $4::jsonb, updated_at = now()
+    request = c.request || $4::jsonb, lease_until = NULL, updated_at = now()
 FROM unnest($1::bigint[], $2::int[]) AS t(id, attempts)
-WHERE c.id = t.id AND c.attempts = t.attempts AND c.status = 'pending'
+WHERE c.id = ANY($1::bigint[]) AND c.id = t.id AND c.attempts = t.attempts AND (c.status = 'pending') IS TRUE
 RETURNING c.id, c.dialog_analysis_id, c.event_level, c.event_id, c.sent_at"""
 
 _OUTCOME_SQL = """
@@ -63,10 +72,10 @@ SET status = t.status,
     next_attempt_at = CASE WHEN t.status = 'pending' THEN now() + make_interval(secs => t.delay)
                            ELSE c.next_attempt_at END,
     request = CASE WHEN t.attempted THEN c.request || $9::jsonb ELSE c.request END,
-    updated_at = now()
+    lease_until = NULL, updated_at = now()
 FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[],
             $8::bool[]) AS t(id, attempts, status, error, hint, response, delay, attempted)
-WHERE c.id = t.id AND c.attempts = t.attempts AND c.status = 'pending'
+WHERE c.id = ANY($1::bigint[]) AND c.id = t.id AND c.attempts = t.attempts AND (c.status = 'pending') IS TRUE
 RETURNING c.id"""
 
 
@@ -146,8 +155,28 @@ class Outcome:
 
 async def claim(pool: asyncpg.Pool, limit: int, lease: float) -> list[Claimed]:
     """Up to `limit` due rows, now reserved for `lease` seconds (and their `attempts` counted)."""
-    records = await pool.fetch(_CLAIM_SQL, limit, lease)
+    # The planner's count of pending rows dates from its last ANALYZE, when the outbox was usually
+    # empty; trusting it, it would read every pending row in a bitmap scan and sort them (the whole
+    # backlog, for each batch of a burst). The pending index already holds them in due order: read
+    # it in order and stop at `limit`.
+    async with _transaction(pool, "SET LOCAL enable_bitmapscan = off") as conn:
+        records = await conn.fetch(_CLAIM_SQL, limit, lease)
     return [Claimed(*r) for r in records]  # the SELECT lists the columns in the dataclass's order
+
+
+@asynccontextmanager
+async def _transaction(pool: asyncpg.Pool, settings: str) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction planned per statement (`_CUSTOM_PLANS`) with `settings`, set in the round trip
+    of its BEGIN: under load, each round trip also waits for the event loop's turn."""
+    async with pool.acquire() as conn:
+        await conn.execute(f"BEGIN; {_CUSTOM_PLANS}; {settings}")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
 
 
 async def commit_success(
@@ -158,7 +187,7 @@ async def commit_success(
     rows = [o.row for o in outcomes]
 
     async def statement() -> list[asyncpg.Record]:
-        async with pool.acquire() as conn, conn.transaction():
+        async with _transaction(pool, "") as conn:  # the delivery hook's statement planned per batch too
             done: list[asyncpg.Record] = await conn.fetch(
                 _SUCCESS_SQL, [r.id for r in rows], [r.attempts for r in rows], outcomes[0].response, extras)
             await delivered(conn, _delivered(done))
@@ -170,13 +199,18 @@ async def commit_success(
 
 async def commit_outcomes(pool: asyncpg.Pool, outcomes: list[Outcome], extras: dict[str, Any]) -> set[int]:
     """Errors, retries and hand-backs, each row with its own values; returns the ids written."""
-    done = await _with_retry(lambda: pool.fetch(
-        _OUTCOME_SQL,
-        [o.row.id for o in outcomes], [o.row.attempts for o in outcomes], [o.status for o in outcomes],
-        [o.error for o in outcomes], [o.hint for o in outcomes],
-        [json.dumps(o.response) if o.response is not None else None for o in outcomes],
-        [o.delay for o in outcomes], [o.attempted for o in outcomes], extras,
-    ))
+    async def statement() -> list[asyncpg.Record]:
+        async with _transaction(pool, "") as conn:
+            done: list[asyncpg.Record] = await conn.fetch(
+                _OUTCOME_SQL,
+                [o.row.id for o in outcomes], [o.row.attempts for o in outcomes], [o.status for o in outcomes],
+                [o.error for o in outcomes], [o.hint for o in outcomes],
+                [json.dumps(o.response) if o.response is not None else None for o in outcomes],
+                [o.delay for o in outcomes], [o.attempted for o in outcomes], extras,
+            )
+            return done
+
+    done = await _with_retry(statement)
     return {d["id"] for d in done}
 
 
@@ -192,11 +226,24 @@ async def _with_retry(
     return result
 
 
+# A claimed row was due when claimed, and its next_attempt_at stays as it was: the rows with
+# next_attempt_at <= now() are the due ones and those in flight, so each part below reads the
+# pending index from its start and stops early, or scans no more than the rows in flight.
+_NEXT_DUE_SQL = """
+SELECT CASE WHEN EXISTS (SELECT 1 FROM capi_events_log
+                         WHERE status = 'pending' AND next_attempt_at <= now()
+                           AND (lease_until IS NULL OR lease_until <= now()))
+            THEN 0
+            ELSE EXTRACT(EPOCH FROM least(
+                (SELECT min(lease_until) FROM capi_events_log WHERE status = 'pending' AND next_attempt_at <= now()),
+                (SELECT min(next_attempt_at) FROM capi_events_log WHERE status = 'pending' AND next_attempt_at > now())
+            ) - now())
+       END"""
+
+
 async def next_due_in(pool: asyncpg.Pool | asyncpg.Connection) -> float | None:
-    """Seconds until the earliest pending row is due (≤ 0: now), or None when nothing is pending."""
-    value = await pool.fetchval(
-        "SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - now())) FROM capi_events_log WHERE status = 'pending'"
-    )
+    """Seconds until a pending row is due or its lease runs out (≤ 0: now), None when nothing is pending."""
+    value = await pool.fetchval(_NEXT_DUE_SQL)
     return float(value) if value is not None else None
 
 
@@ -250,7 +297,7 @@ async def requeue(conn: asyncpg.Connection, row_id: int, request: dict[str, Any]
     await conn.execute(
         """UPDATE capi_events_log
            SET status = 'pending', error = NULL, hint = NULL, response = NULL, request = $2,
-               event_name = $3, pixel_id = $4, next_attempt_at = now(), updated_at = now()
+               event_name = $3, pixel_id = $4, next_attempt_at = now(), lease_until = NULL, updated_at = now()
            WHERE id = $1""",
         row_id, request, event_name, dataset)
 

@@ -3,9 +3,10 @@
 A run works in `capi_concurrency` lanes. Each lane loops until nothing is due:
 
 1. claim up to `capi_batch_size` due rows with `FOR UPDATE SKIP LOCKED`, in one statement that also
-   increments `attempts` and pushes `next_attempt_at` one lease ahead. That timestamp is the claim:
-   another sender (any process) does not see the rows as due until the lease runs out, and the
-   incremented `attempts` is the fencing token every later write must match;
+   increments `attempts` and sets `lease_until` one lease ahead. That timestamp is the claim:
+   another sender (any process) does not see the rows as claimable until the lease runs out, and
+   the incremented `attempts` is the fencing token every later write must match. A lane that
+   claims a full batch starts again a lane that had found nothing (rows are still arriving);
 2. group them by dataset, token and test code (one request each, ≤ 1000 events);
 3. check each event locally (age under 7 days, dataset, token, click id, Purchase value), so one
    bad event never sinks a batch; the others are posted;
@@ -100,20 +101,36 @@ class Outbox:
         self.lease = max(settings.capi_lease_seconds, 2 * settings.meta_timeout_seconds + 5.0)
         self.stats = RunStats()
         self.resting: dict[str, float] = {}  # token → monotonic time before which it is not posted
+        self._lanes: asyncio.TaskGroup
+        self._running = 0  # lanes of this run still working
 
     async def run(self) -> RunStats:
         """Deliver everything due, `capi_concurrency` requests at a time; returns what happened."""
         async with asyncio.TaskGroup() as lanes:
+            self._lanes = lanes
             for _ in range(self.settings.capi_concurrency):
-                lanes.create_task(self._lane())
+                self._start_lane()
         return self.stats
 
+    def _start_lane(self) -> None:
+        self._running += 1
+        self._lanes.create_task(self._lane())
+
     async def _lane(self) -> None:
+        try:
+            await self._lane_loop()
+        finally:
+            self._running -= 1
+
+    async def _lane_loop(self) -> None:
         while True:
             claimed_at = time.monotonic()
             rows = await self._claim()
             if not rows:
                 return
+            if len(rows) >= self.settings.capi_batch_size and self._running < self.settings.capi_concurrency:
+                # more may be due (rows arrive while a run works): bring back a lane that found none
+                self._start_lane()
             # stop posting while a whole request (its timeout) still fits in the lease, with room to record
             deadline = claimed_at + self.lease - min(5.0, self.lease / 10) - self.settings.meta_timeout_seconds
             handed_back = False

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 import capi.jobs
-from capi.ledger import Outcome
+from capi.ledger import Outcome, next_due_in
 from capi.outbox import Outbox
 from core.context import AppContext
 from core.jobs import JobRegistry, Worker
@@ -49,7 +49,7 @@ async def test_a_sender_whose_lease_ran_out_cannot_overwrite_the_outcome_of_the_
     await record(seeded, dialog, 1)
     late = outbox()
     [claimed] = await late._claim()
-    await seeded.execute("UPDATE capi_events_log SET next_attempt_at = now()")  # its lease runs out
+    await seeded.execute("UPDATE capi_events_log SET lease_until = now()")  # its lease runs out
     assert (await outbox().run()).sent == 1
     await late._record([Outcome(claimed, "error", "a late failure")])
     row = await log_row(seeded, dialog, 1)
@@ -115,3 +115,57 @@ async def test_a_lane_hands_rows_back_unposted_when_its_lease_could_run_out_mid_
     row = await log_row(seeded, dialog, 1)
     assert (row["status"], row["attempts"]) == ("pending", 0) and not graph.requests
     assert (await outbox().run()).sent == 1
+
+
+async def test_a_row_in_flight_is_not_due_until_its_lease_runs_out_and_then_is(
+    seeded: asyncpg.Pool, outbox: MakeOutbox
+) -> None:
+    # the sender loop sleeps on next_due_in: a leased row must not read as due (a busy loop of empty
+    # claims), nor be forgotten (a crashed sender's rows must come back when the lease ends)
+    first, second = await make_dialog(seeded), await make_dialog(seeded)
+    await record(seeded, first, 1)
+    sender = outbox()
+    [claimed] = await sender._claim()
+    due_in = await next_due_in(seeded)
+    assert due_in is not None and 0.9 * sender.lease < due_in <= sender.lease
+    assert await sender._claim() == []
+    await record(seeded, second, 1)
+    assert await next_due_in(seeded) == 0  # a due row beside the one in flight
+    [other] = await sender._claim()
+    assert other.id != claimed.id
+    await seeded.execute("UPDATE capi_events_log SET lease_until = now() WHERE id = $1", claimed.id)
+    assert await next_due_in(seeded) == 0
+    [again] = await sender._claim()
+    assert (again.id, again.attempts) == (claimed.id, 2)
+
+
+async def test_rows_that_arrive_during_a_run_are_posted_by_every_lane_not_only_the_one_still_working(
+    seeded: asyncpg.Pool, graph: FakeGraph, outbox: MakeOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a run starts with one row: its second lane finds nothing and stops; rows recorded meanwhile
+    # must not then be left to the one lane in turn
+    graph.latency = 0.5
+    in_flight, most = 0, 0
+    answer = graph._sleep_rest
+
+    async def counted(started: float) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await answer(started)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(graph, "_sleep_rest", counted)
+    dialogs = [await make_dialog(seeded) for _ in range(4)]
+    await record(seeded, dialogs[0], 1)
+    run = asyncio.create_task(outbox(capi_batch_size=1, capi_concurrency=2).run())
+    async def first_posted() -> bool:
+        return in_flight == 1
+
+    await wait_for(first_posted, timeout=5, what="the first request in flight")
+    for dialog in dialogs[1:]:
+        await record(seeded, dialog, 1)
+    assert (await asyncio.wait_for(run, 10)).sent == 4
+    assert most == 2

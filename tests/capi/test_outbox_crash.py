@@ -54,7 +54,7 @@ async def test_a_sender_dying_between_metas_200_and_the_commit_resends_with_the_
     assert len(graph.requests) == 1
 
     # the lease runs out (30 s in these settings; moved instead of waited for) and the next run resends
-    await seeded.execute("UPDATE capi_events_log SET next_attempt_at = now() WHERE id = $1", row["id"])
+    await seeded.execute("UPDATE capi_events_log SET lease_until = now() WHERE id = $1", row["id"])
     assert (await outbox().run()).sent == 1
     row = await log_row(seeded, dialog, 2)
     assert (row["status"], row["attempts"], row["event_id"]) == ("success", 2, event_id)
