@@ -89,6 +89,8 @@ def load_settings() -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)  # unknown arguments: argparse exits 2 with usage
+    from asyncpg import UndefinedTableError
+
     from core.logging import configure_logging
     from qualibot.secret_values import register_settings_secrets
 
@@ -101,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"qualibot: {exc}", file=sys.stderr)
         return exc.exit_code
+    except UndefinedTableError as exc:  # a database this version has not migrated yet
+        print(f"qualibot: the database lacks a table this command needs ({exc}): run `qualibot migrate`",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

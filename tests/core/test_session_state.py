@@ -72,12 +72,7 @@ async def test_pinned_connections_go_back_without_their_generic_plans(database_u
         async with pinned.connection(pool) as conn:
             assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
         await pinned.close()
-        held = [await pool.acquire() for _ in range(4)]  # every connection of the pool
-        try:
-            assert {await c.fetchval("SHOW plan_cache_mode") for c in held} == {"auto"}
-        finally:
-            for c in held:
-                await pool.release(c)
+        assert await plan_modes(pool) == {"auto"}
     finally:
         await pool.close()
 
@@ -91,11 +86,16 @@ async def test_a_pinned_connection_that_failed_is_not_reused_with_its_setting(da
                 await conn.execute("SELECT 1/0")
         except asyncpg.DivisionByZeroError:
             pass
-        held = [await pool.acquire() for _ in range(4)]
-        try:
-            assert {await c.fetchval("SHOW plan_cache_mode") for c in held} == {"auto"}
-        finally:
-            for c in held:
-                await pool.release(c)
+        assert await plan_modes(pool) == {"auto"}
     finally:
         await pool.close()
+
+
+async def plan_modes(pool: asyncpg.Pool) -> set[str]:
+    """`plan_cache_mode` on every connection of the pool (all of them held at once)."""
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        return {await c.fetchval("SHOW plan_cache_mode") for c in held}
+    finally:
+        for c in held:
+            await pool.release(c)

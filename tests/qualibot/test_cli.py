@@ -6,12 +6,16 @@ the service (aiohttp's server, the OpenAI SDK) for a command that does not use i
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from qualibot.cli import COMMANDS, build_parser
+from tests.dbsetup import fresh_database
 
 PROBE = """
 import sys
@@ -54,3 +58,13 @@ def test_every_listed_command_has_a_parser_in_its_module() -> None:
     parser = build_parser()  # every module loaded
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == set(COMMANDS)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("argv", [["viewer", "list"], ["report", "funnel"]])
+async def test_a_database_not_yet_migrated_is_named_not_a_traceback(argv: list[str], tmp_path: Path) -> None:
+    async with fresh_database(tmp_path) as dsn:  # an empty database: `qualibot migrate` never ran
+        env = {**os.environ, "DATABASE_URL": dsn, "QUALIBOT_DATA_DIR": str(tmp_path)}
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "qualibot", *argv],
+                                       capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert "run `qualibot migrate`" in done.stderr and "Traceback" not in done.stderr
