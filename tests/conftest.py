@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from core.migrate import migrate
 from core.settings import Settings
 from tests.dbsetup import fresh_database
 
+POOL_CLOSE_SECONDS = 30.0
 KEEP_TABLES = {"schema_migrations", "installation"}  # installation: made once by migrate, like in production
 
 
@@ -33,7 +36,12 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(database_url, max_size=20)
     yield p
-    await p.close()
+    try:  # asyncpg's close waits for every connection still out, for ever: a leak must not hang the run
+        await asyncio.wait_for(p.close(), timeout=POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        p.terminate()
+        warnings.warn(f"the session pool still had connections out {POOL_CLOSE_SECONDS:g} s after the last test",
+                      stacklevel=1)
 
 
 @pytest.fixture
