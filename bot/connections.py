@@ -37,6 +37,7 @@ class PinnedConnections:
         self.size = size
         self._pool: asyncpg.Pool | None = None
         self._slots: asyncio.Queue[asyncpg.Connection | None] = asyncio.Queue()
+        self._closes = 0  # a connection borrowed before a close goes back to the pool when its use ends
         self.writer: GroupCommit[Any, Any] | None = None  # intake's group commit on these connections (bot.intake)
 
     def _bind(self, pool: asyncpg.Pool) -> None:
@@ -52,6 +53,7 @@ class PinnedConnections:
             self._bind(pool)
         slot = await self._slots.get()
         conn = slot
+        closes = self._closes
         try:
             if conn is None or not _usable(conn):
                 conn = await pool.acquire()
@@ -64,6 +66,10 @@ class PinnedConnections:
             if is_connection_error(exc):  # the others are likely gone too (a database restart)
                 await self.close()
             raise
+        if closes != self._closes:  # closed meanwhile (the app stopping, or a dead database): not kept
+            self._slots.put_nowait(None)
+            await self._give_back(conn)
+            return
         self._slots.put_nowait(conn)
 
     async def _give_back(self, conn: asyncpg.Connection) -> None:
@@ -81,7 +87,9 @@ class PinnedConnections:
             pass
 
     async def close(self) -> None:
-        """Return every idle connection to the pool (at shutdown, or when one was found dead)."""
+        """Return every idle connection to the pool (at shutdown, or when one was found dead); one in
+        use goes back when its use ends."""
+        self._closes += 1
         idle = []
         while not self._slots.empty():
             idle.append(self._slots.get_nowait())

@@ -4,6 +4,7 @@ on a pooled connection: these tests hold the code to that, and check what asyncp
 from __future__ import annotations
 
 import ast
+import asyncio
 import re
 from pathlib import Path
 
@@ -99,3 +100,16 @@ async def plan_modes(pool: asyncpg.Pool) -> set[str]:
     finally:
         for c in held:
             await pool.release(c)
+
+
+async def test_a_pinned_connection_in_use_at_close_goes_back_to_the_pool_when_done(database_url: str) -> None:
+    pool = await create_pool(database_url, max_size=4)
+    pinned = PinnedConnections()
+    try:
+        async with pinned.connection(pool) as conn:
+            await pinned.close()  # the app stops while a webhook's insert still runs
+            await conn.fetchval("SELECT 1")
+        # every connection can be taken again (a leaked one would make this wait for ever)
+        assert await asyncio.wait_for(plan_modes(pool), timeout=10) == {"auto"}
+    finally:
+        pool.terminate()  # close() would wait for ever on a leaked connection
