@@ -49,7 +49,7 @@ from tests.fakes.evolution import FakeEvolution  # noqa: E402
 from tests.fakes.evolution_webhook import client_message  # noqa: E402
 from tests.fakes.graph import FakeGraph  # noqa: E402
 from tests.fakes.llm import FakeLLM  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
+from tests.helpers import wait_for, wait_healthy  # noqa: E402
 from tests.proof.service import free_port  # noqa: E402
 from tests.qualification.helpers import transcript_lines, verdict  # noqa: E402
 from tests.seed import META_TOKEN, PIXEL_ID, USER_TOKEN, WEBHOOK_SECRET, tenant_config  # noqa: E402
@@ -115,14 +115,7 @@ async def measure(root: Path, args: argparse.Namespace) -> tuple[list[float], li
         ended: list[tuple[str, float]] = []
         try:
             async with aiohttp.ClientSession(headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as http:
-                async def healthy() -> bool:
-                    try:
-                        async with http.get(f"{url}/healthz") as resp:
-                            return resp.status == 200
-                    except aiohttp.ClientError:
-                        return False
-
-                await wait_for(healthy, timeout=60, what=f"{root.name}'s serve")
+                await wait_healthy(http, url, what=f"{root.name}'s serve")
 
                 async def burst(n: int) -> None:
                     phone = f"55119{n:08d}"

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 
@@ -27,6 +28,19 @@ async def wait_for(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last value {last!r}")
+
+
+async def wait_healthy(http: aiohttp.ClientSession, url: str, *, timeout: float = 60.0, what: str = "") -> None:
+    """Poll `url`/healthz until it answers 200 (a server still starting refuses the connection)."""
+
+    async def healthy() -> bool:
+        try:
+            async with http.get(f"{url}/healthz") as resp:
+                return resp.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    await wait_for(healthy, timeout=timeout, what=what or f"{url}/healthz to answer 200")
 
 
 @asynccontextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from tests.helpers import wait_for
+from tests.helpers import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,15 +32,7 @@ async def test_serve_answers_healthz_and_exits_on_sigterm(db: asyncpg.Pool, data
     )
     try:
         async with aiohttp.ClientSession() as http:
-
-            async def healthy() -> bool:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            await wait_for(healthy, timeout=60, what="serve to answer /healthz")
+            await wait_healthy(http, f"http://127.0.0.1:{port}", what="serve to answer /healthz")
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
     finally:
