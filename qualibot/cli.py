@@ -52,10 +52,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="qualibot", description="WhatsApp and CRM lead qualification reported to Meta's Conversions API."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    named = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
-    modules = {COMMANDS[named][0]} if named in COMMANDS else set() if argv is not None else {
-        module for module, _ in COMMANDS.values()}
-    for module in dict.fromkeys(m for m, _ in COMMANDS.values() if m in modules):
+    if argv is None:
+        names = list(COMMANDS)
+    else:  # the first word that is not an option names the command (none for `--help`)
+        names = [a for a in argv if not a.startswith("-")][:1]
+    for module in dict.fromkeys(COMMANDS[name][0] for name in names if name in COMMANDS):
         importlib.import_module(module).add_parser(_Commands(sub))
     for name, (_, text) in COMMANDS.items():
         if name not in sub.choices:  # listed, and parsed no further: a command not run needs no arguments
