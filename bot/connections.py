@@ -51,8 +51,7 @@ class PinnedConnections:
     async def connection(self, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
             self._bind(pool)
-        slot = await self._slots.get()
-        conn = slot
+        conn = await self._slots.get()
         closes = self._closes
         try:
             if conn is None or not _usable(conn):
@@ -75,11 +74,13 @@ class PinnedConnections:
     async def _give_back(self, conn: asyncpg.Connection) -> None:
         if self._pool is None or _released(conn):
             return  # asyncpg took it back already (its server connection was lost)
-        try:
-            if conn.is_closed() or conn.is_in_transaction():
-                raise asyncpg.InterfaceError("closed, or left in a transaction")
-            await conn.execute(DEFAULT_PLANS)
-        except Exception:  # it must not go back to the pool with the setting: drop it
+        reset = not conn.is_closed() and not conn.is_in_transaction()
+        if reset:
+            try:
+                await conn.execute(DEFAULT_PLANS)
+            except Exception:
+                reset = False
+        if not reset:  # it must not go back to the pool with the setting: drop it
             conn.terminate()
         try:
             await self._pool.release(conn)
