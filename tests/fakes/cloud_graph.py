@@ -4,7 +4,9 @@
   shows it (`messaging_product: whatsapp`, `to`, `type: text`, `text.body`), the number's token as
   `Authorization: Bearer`; answers `tests/bot/fixtures/cloud/graph-send-success.json` with a fresh
   wamid. Refuses a wrong token (190, fixture graph-error-190.json), an unknown number (100/33, the
-  CAPI fixture's shape), a body that is not such a message (100); `cloud_script` queues error
+  CAPI fixture's shape), a body that is not such a message (100: code 100 "Invalid parameter" is on
+  the error codes page, https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes;
+  the exact "(#100) Invalid parameter" message text is a guess); `cloud_script` queues error
   fixtures (`"131047"`, `"131026"`, `"130429"`, `"190"`) for the next sends.
 - `GET /{version}/{phone_number_id}`: the number (fixture graph-phone-number.json), for `doctor --online`.
 `sent` lists the messages accepted, with the wamid answered.
