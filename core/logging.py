@@ -7,6 +7,7 @@ in the standard library's log records alike (a peer that echoes a token in an er
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -51,8 +52,16 @@ class _RedactRecords(logging.Filter):
         return True
 
 
+@functools.lru_cache(maxsize=1024)
+def _key_kind(key: str) -> tuple[bool, bool, bool]:
+    """(secret, id, phone) for a key: asked once per key, not for each of a list's thousand ids."""
+    phone = bool(_PHONE_KEY.search(key))
+    return bool(_SECRET_KEY.search(key)), bool(_ID_KEY.search(key)) and not phone, phone
+
+
 def _scrub(key: str, value: Any, depth: int = 0) -> Any:
-    if _SECRET_KEY.search(key):
+    secret, is_id, phone = _key_kind(key)
+    if secret:
         return REDACTED
     if depth > 5:
         return value
@@ -62,10 +71,10 @@ def _scrub(key: str, value: Any, depth: int = 0) -> Any:
         return [_scrub(key, v, depth + 1) for v in value]
     if isinstance(value, str):
         value = redact_secrets(value)  # before phone masking, which could cut a secret in two
-        if _ID_KEY.search(key) and not _PHONE_KEY.search(key):
+        if is_id:
             return value  # ids (pixel, event, Meta trace) are not personal data and audits need them
         return _mask_text(value)
-    if isinstance(value, int) and not isinstance(value, bool) and _PHONE_KEY.search(key):
+    if isinstance(value, int) and not isinstance(value, bool) and phone:
         return mask_phone(str(value))
     return value
 
