@@ -123,7 +123,13 @@ def test_split_key_reads_back_what_was_written(parts: list[str]) -> None:
     key = parts[0] + "".join(f"[{p}]" for p in parts[1:])
     if len(key) <= MAX_KEY_CHARS:
         assert split_key(key) == parts
-        assert parse_form(f"{quote(key)}=v".encode()) is not None
+        # parse_form drops NUL (PostgreSQL cannot store it) before splitting: a first part of NULs only
+        # leaves a key that starts with a bracket, which is refused like any other
+        if parts[0].replace("\x00", ""):
+            assert parse_form(f"{quote(key)}=v".encode()) is not None
+        else:
+            with pytest.raises(FormError, match="starts with a bracket"):
+                parse_form(f"{quote(key)}=v".encode())
 
 
 CONNECTION = Connection(id="c", type="amocrm", account_id="a", default_region="RU", base_url=None, rest_url=None,
