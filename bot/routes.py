@@ -14,6 +14,7 @@ Evolution retries 5xx and timeouts but not 4xx, so only server-side failures are
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -43,6 +44,16 @@ def _unknown(name: str) -> ApiError:
     return ApiError(404, "unknown_instance", f"no WhatsApp instance named {name!r} is configured")
 
 
+@dataclass
+class LargeBodies:
+    """How many bodies above the app's limit are being read now (`evolution_large_bodies` at most)."""
+
+    reading: int = 0
+
+
+LARGE_BODIES: web.AppKey[LargeBodies] = web.AppKey("bot_large_bodies", LargeBodies)
+
+
 async def _read_body(request: web.Request, limit: int) -> tuple[web.Request, bytes]:
     """The raw body, read once, up to the Evolution routes' own limit (413 above it).
 
@@ -50,14 +61,32 @@ async def _read_body(request: web.Request, limit: int) -> tuple[web.Request, byt
     routes take up to `evolution_max_body_bytes` while the app keeps `max_body_bytes` for the rest.
     A body announced within the app's limit (every text message) is read as it is; only a larger
     or unannounced one needs the request cloned with the higher limit (aiohttp's public way).
+    The body is read before anyone is authenticated (the instance and the global webhook's token
+    are in it), so at most `evolution_large_bodies` of the larger ones are read at a time: another
+    gets 503 at once, which Evolution retries (10 attempts over ~20 minutes by default, evolution-api
+    2.3.7 `webhook.controller.ts` `retryWebhookRequest`; 4xx it does not), while text messages go on.
     """
+    settings = request.app[CTX].settings
     size = request.content_length
     if size is not None and size > limit:  # refused before a byte of it is read
         raise _too_large(limit)
-    if size is None or size > request.app[CTX].settings.max_body_bytes:
-        request = request.clone(client_max_size=limit)
+    if size is not None and size <= settings.max_body_bytes:
+        return request, await _read_within(request, limit)
+    slots = request.app[LARGE_BODIES]
+    if slots.reading >= settings.evolution_large_bodies:
+        _count("busy")
+        raise ApiError(503, "busy", f"{slots.reading} large webhook bodies are being read; try again later "
+                       "(QUALIBOT_EVOLUTION_LARGE_BODIES)")
+    slots.reading += 1
     try:
-        return request, await read_body(request)  # within the body deadline, like every route
+        return request, await _read_within(request.clone(client_max_size=limit), limit)
+    finally:
+        slots.reading -= 1
+
+
+async def _read_within(request: web.Request, limit: int) -> bytes:
+    try:
+        return await read_body(request)  # within the body deadline, like every route
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
 
@@ -139,6 +168,7 @@ async def _return_pinned(app: web.Application) -> AsyncIterator[None]:
 def add_routes(app: web.Application) -> None:
     """Register the Evolution webhook routes (with and without Evolution's `byEvents` slug)."""
     app[INSTANCES] = InstanceCache()
+    app[LARGE_BODIES] = LargeBodies()
     app[PINNED] = PinnedConnections()
     app.cleanup_ctx.append(_return_pinned)
     app.router.add_post("/webhooks/evolution", evolution_webhook)

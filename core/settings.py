@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # base64, so the Evolution routes accept more than the others; Evolution signs its `jwt_key`
     # token once and reuses it on ~20 minutes of retries, so it is accepted this long past `exp`
     evolution_max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    # Evolution bodies above max_body_bytes (media as base64) read at once; more get 503, which Evolution
+    # retries: an unauthenticated client cannot make the server hold many 32 MiB bodies at a time
+    evolution_large_bodies: int = Field(default=4, gt=0)
     jwt_grace_seconds: float = Field(default=1800.0, ge=0)
     # secrets (issue 14.2): how often a serving process reloads every configured secret value, so
     # logs and stored peer answers lose a token set by another process's `config apply`

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
 from bot.drain import drain
 from bot.jobs import register_jobs
@@ -74,6 +75,7 @@ class Bot:
     pool: asyncpg.Pool
     settings: Settings
     qualified: list[int] = field(default_factory=list)
+    app: web.Application | None = None  # for a test that must wait on the app's own state
 
     async def post(self, body: Any, *, headers: dict[str, str] | None = None,
                    path: str = "/webhooks/evolution") -> tuple[int, Any]:
@@ -134,6 +136,6 @@ def start_bot(seeded: asyncpg.Pool, make_settings: Callable[..., Settings], fake
         settings = make_settings(**overrides)
         app = create_app(settings, pool=seeded, with_workers=workers, registry=registry)
         async with running(app) as url, aiohttp.ClientSession() as http:
-            yield Bot(url, http, seeded, settings, qualified)
+            yield Bot(url, http, seeded, settings, qualified, app)
 
     return start

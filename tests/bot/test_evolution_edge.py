@@ -9,6 +9,7 @@ per-instance webhook with its configured headers or `jwt_key` JWT, `byEvents` sl
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
@@ -19,10 +20,12 @@ import asyncpg
 import jwt as pyjwt
 import pytest
 
+from bot.routes import LARGE_BODIES
 from tests.bot.conftest import Bot, StartBot, load, text_message
 from tests.bot.test_reply import bot_messages, qualified
 from tests.bot.test_webhook import counts
 from tests.fakes.evolution import FakeEvolution, Webhook, evolution_jwt
+from tests.helpers import wait_for
 from tests.seed import B24_APP_TOKEN, WEBHOOK_SECRET
 
 PHONE = "5511988887777"
@@ -254,6 +257,47 @@ async def test_over_the_evolution_limit_is_413(start_bot: StartBot, seeded: asyn
         assert "262144 bytes" in answer["detail"] and "QUALIBOT_EVOLUTION_MAX_BODY_BYTES" in answer["detail"]
     assert fits[0] == 200
     assert (await counts(seeded))["messages"] == 1
+
+
+async def test_large_bodies_are_read_a_few_at_a_time_and_text_goes_on(
+    start_bot: StartBot, seeded: asyncpg.Pool,
+) -> None:
+    """The body is read before anyone is authenticated (the global webhook's token is in it): a client
+    trickling one large body holds one of `evolution_large_bodies` slots, another large body gets 503
+    (Evolution retries it) while text messages are served, and the slot is free again afterwards."""
+    photo = json.dumps(base64_body(2 * 1024 * 1024)).encode()  # over QUALIBOT_MAX_BODY_BYTES
+    more = asyncio.Event()
+
+    async def trickled() -> Any:  # no Content-Length, and the rest only when the test says so
+        yield photo[:65536]
+        await more.wait()
+        yield photo[65536:]
+
+    async with start_bot(workers=False, evolution_large_bodies=1) as bot:
+        async def post_trickled() -> tuple[int, Any]:
+            async with bot.http.post(webhook_url(bot), data=trickled(),
+                                     headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as resp:
+                return resp.status, await resp.json()
+
+        slow = asyncio.create_task(post_trickled())
+        assert bot.app is not None
+        slots = bot.app[LARGE_BODIES]
+
+        async def reading() -> bool:
+            return slots.reading == 1
+
+        await wait_for(reading, what="the trickled body being read")
+        # another large body, from anyone: refused before it is read (a wrong secret would be a 401 after)
+        status, busy = await bot.post(photo, headers={"X-Webhook-Secret": "not-the-secret-of-anyone"})
+        text = await bot.post(text_message(PHONE, "Olá", "3EB0LARGE0001"))
+        more.set()
+        trickled_back = await slow
+        after = await bot.post(base64_body(2 * 1024 * 1024))
+    assert status == 503 and busy["error"] == "busy" and "QUALIBOT_EVOLUTION_LARGE_BODIES" in busy["detail"]
+    assert text[0] == 200 and text[1]["status"] == "stored"
+    assert trickled_back[0] == 200 and trickled_back[1]["status"] == "stored"
+    assert after[0] == 200 and after[1]["status"] == "duplicate"  # the photo's message id, stored once
+    assert (await counts(seeded))["messages"] == 2
 
 
 async def test_other_routes_keep_their_own_limit(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
