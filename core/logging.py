@@ -42,14 +42,23 @@ def _mask_text(text: str) -> str:
 
 
 class _RedactRecords(logging.Filter):
-    """Standard library records (aiohttp, asyncpg, openai...) lose configured secret values too."""
+    """Standard library records (aiohttp, asyncpg, openai...) lose configured secret values and full
+    phone numbers too, in their message and in the exception text a formatter would append (aiohttp
+    logs a request it cannot parse with the parser's error, which quotes the offending bytes)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        clean = redact_secrets(message)
+        clean = _mask_text(redact_secrets(message))
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _mask_text(redact_secrets(record.exc_text))
         return True
+
+
+_FORMATTER = logging.Formatter()
 
 
 @functools.lru_cache(maxsize=1024)

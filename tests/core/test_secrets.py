@@ -100,6 +100,22 @@ def test_standard_library_records_lose_configured_values(
     assert record.getMessage() == f"request to https://x/rest/1/{REDACTED}/ failed: {REDACTED}"
 
 
+def test_standard_library_exception_text_loses_configured_values_and_phones(
+    registered: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp logs a request it cannot parse with the parser's exception, which quotes the bytes."""
+    configure_logging("info")
+    try:
+        raise ValueError(f"Invalid header value: b'Bearer {TOKEN}' from 5511988887777")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "127.0.0.1")
+    [record] = [r for r in caplog.records if r.name == "aiohttp.server"]
+    text = logging.Formatter().format(record)  # as any handler writes it: message, then exception text
+    assert "Error handling request from 127.0.0.1" in text and "ValueError: Invalid header value" in text
+    assert TOKEN not in text and REDACTED in text
+    assert "5511988887777" not in text and "5511*******77" in text
+
+
 async def test_a_failing_jobs_stored_error_loses_configured_values(
     registered: None, db: asyncpg.Pool, make_settings: Callable[..., Settings]
 ) -> None:
