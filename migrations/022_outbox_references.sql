@@ -14,27 +14,22 @@
 ALTER TABLE capi_events_log DROP CONSTRAINT IF EXISTS capi_events_log_direction_id_fkey;
 ALTER TABLE capi_events_log DROP CONSTRAINT IF EXISTS capi_events_log_dialog_analysis_id_fkey;
 
-CREATE FUNCTION capi_events_log_clear_direction() RETURNS trigger LANGUAGE plpgsql AS $$
+-- TG_ARGV[0]: the log's column that holds the deleted rows' id
+CREATE FUNCTION capi_events_log_clear_reference() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE capi_events_log c SET direction_id = NULL, updated_at = now()
-    FROM old_rows o WHERE c.direction_id = o.id;
+    EXECUTE format('UPDATE capi_events_log c SET %1$I = NULL, updated_at = now() FROM old_rows o WHERE c.%1$I = o.id',
+                   TG_ARGV[0]);
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER account_directions_clear_capi_events AFTER DELETE ON account_directions
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION capi_events_log_clear_direction();
-
-CREATE FUNCTION capi_events_log_clear_dialog() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE capi_events_log c SET dialog_analysis_id = NULL, updated_at = now()
-    FROM old_rows o WHERE c.dialog_analysis_id = o.id;
-    RETURN NULL;
-END
-$$;
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION capi_events_log_clear_reference('direction_id');
 CREATE TRIGGER dialog_analysis_clear_capi_events AFTER DELETE ON dialog_analysis
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION capi_events_log_clear_dialog();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION capi_events_log_clear_reference('dialog_analysis_id');
 
--- TG_ARGV[0]: the log's column that holds the id
+-- TG_ARGV[0]: the log's column that holds the updated row's id
 CREATE FUNCTION capi_events_log_keep_referenced_id() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     referenced boolean;
