@@ -5,12 +5,14 @@
 -- `SELECT ... FOR KEY SHARE` per row and per key): a third of the insert's PostgreSQL CPU in
 -- bench/capi_send.py. And every transaction recording a decision for a direction locked that one
 -- account_directions row, so concurrent decisions of a busy direction shared the lock (a MultiXact
--- each time). The rows are written through one door, `capi.record`, inside the transaction that has
--- just updated the dialog's row (so it cannot be deleted under it), with the direction the dialog was
--- routed to. What the constraints did for the referenced side is kept by the triggers below: a
--- deleted direction or dialog leaves the log's rows in place with the reference cleared (ON DELETE
--- SET NULL, as before, so the funnel rollup moves them like the constraint's own update did), and a
--- referenced id cannot be changed (ON UPDATE NO ACTION, as before).
+-- each time). The rows are written through one door, `capi.record` (via `qualification.door`), inside
+-- the transaction that has just locked and updated the dialog's row (so it cannot be deleted under
+-- it), with the dialog's direction or the configured CRM direction. What the constraints did for the
+-- referenced side is kept by the triggers below: a deleted direction or dialog leaves the log's rows
+-- in place with the reference cleared (ON DELETE SET NULL, as before, so the funnel rollup moves them
+-- like the constraint's own update did), and a referenced id cannot be changed (ON UPDATE NO ACTION,
+-- as before). One difference: TRUNCATE of either table no longer needs capi_events_log in the same
+-- statement (nothing in qualibot truncates them; `qualibot demo` truncates all of them together).
 ALTER TABLE capi_events_log DROP CONSTRAINT IF EXISTS capi_events_log_direction_id_fkey;
 ALTER TABLE capi_events_log DROP CONSTRAINT IF EXISTS capi_events_log_dialog_analysis_id_fkey;
 
