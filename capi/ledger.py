@@ -18,6 +18,7 @@ from typing import Any, Literal
 import asyncpg
 
 from capi.hooks import Delivered, DeliveryHook
+from capi.tenants import meta_tokens
 from core.retries import retrying
 
 _CLAIM_SQL = """
@@ -41,11 +42,8 @@ SELECT cl.id, cl.attempts, cl.event_id, cl.event_level, cl.event_name, cl.pixel_
        cl.request #>> '{data,0,action_source}' AS action_source,
        (cl.request #> '{data,0,custom_data,value}') IS NOT NULL
            AND (cl.request #> '{data,0,custom_data,currency}') IS NOT NULL AS has_value,
-       capi_meta_token(a.access_token, u.access_token) AS token
-FROM claimed cl
-LEFT JOIN account_directions d ON d.id = cl.direction_id
-LEFT JOIN user_accounts u ON u.id = d.account_id
-LEFT JOIN ad_accounts a ON a.id = d.ad_account_id"""
+       cl.direction_id
+FROM claimed cl"""
 
 # A statement prepared by asyncpg gets a generic plan after five runs, made without the arrays'
 # sizes; for a batch of a thousand ids that plan reads the whole table. Planned for each batch instead.
@@ -161,7 +159,16 @@ async def claim(pool: asyncpg.Pool, limit: int, lease: float) -> list[Claimed]:
     # it in order and stop at `limit`.
     async with _transaction(pool, "SET LOCAL enable_bitmapscan = off") as conn:
         records = await conn.fetch(_CLAIM_SQL, limit, lease)
-    return [Claimed(*r) for r in records]  # the SELECT lists the columns in the dataclass's order
+        # each direction's token, once per batch (a batch has a few directions; a deleted one has none)
+        tokens = await meta_tokens(conn, {r["direction_id"] for r in records if r["direction_id"]})
+    return [_claimed(r, tokens) for r in records]
+
+
+def _claimed(record: asyncpg.Record, tokens: dict[str, str | None]) -> Claimed:
+    """The claimed row (its columns named as the dataclass's fields), with its direction's token."""
+    columns = dict(record)
+    direction_id = columns.pop("direction_id")
+    return Claimed(**columns, token=tokens.get(direction_id) if direction_id else None)
 
 
 @asynccontextmanager

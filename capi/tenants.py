@@ -32,6 +32,17 @@ async def direction_for_event(db: Executor, direction_id: str, level: int) -> as
     return await db.fetchrow(_DIRECTION_FOR_EVENT_SQL, direction_id, level)
 
 
+async def meta_tokens(db: Executor, direction_ids: Iterable[str]) -> dict[str, str | None]:
+    """The Meta token each direction's events are sent with (its ad account's, else its account's)."""
+    rows = await db.fetch(
+        """SELECT d.id, capi_meta_token(a.access_token, u.access_token) AS token
+           FROM account_directions d
+           JOIN user_accounts u ON u.id = d.account_id
+           LEFT JOIN ad_accounts a ON a.id = d.ad_account_id
+           WHERE d.id = ANY($1::text[])""", list(direction_ids))
+    return {r["id"]: r["token"] for r in rows}
+
+
 async def default_region(db: Executor, account_id: str) -> str | None:
     """How the account's local phone numbers are read (`8 916 ...`); None: no such account."""
     value = await db.fetchval("SELECT default_region FROM user_accounts WHERE id = $1", account_id)
