@@ -108,19 +108,32 @@ async def migrate(conn: asyncpg.Connection, directory: Traversable = MIGRATIONS_
         for m in migrations:
             if m.version in applied:
                 continue
-            if m.in_transaction:
-                async with conn.transaction():
-                    await conn.execute(m.sql)
-                    await _record(conn, m)
-            else:
-                for statement in m.statements():
-                    await conn.execute(statement)
-                await _record(conn, m)
+            try:
+                await _apply(conn, m)
+            except asyncpg.LockNotAvailableError:  # the migration's own lock_timeout: it would stall writers
+                raise MigrationError(
+                    f"{m.name} waited too long for a table lock another session holds (a long query or an open "
+                    f"transaction), so it stopped rather than hold up the service's writes; "
+                    f"{'nothing of it was applied' if m.in_transaction else 'its statements can run again'}"
+                    f"{' (applied before it: ' + ', '.join(applied_now) + ')' if applied_now else ''}. "
+                    "Run `qualibot migrate` again"
+                ) from None
             log.info("migrate.applied", migration=m.name)
             applied_now.append(m.name)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+async def _apply(conn: asyncpg.Connection, m: Migration) -> None:
+    if m.in_transaction:
+        async with conn.transaction():
+            await conn.execute(m.sql)
+            await _record(conn, m)
+    else:
+        for statement in m.statements():
+            await conn.execute(statement)
+        await _record(conn, m)
 
 
 _LOCK_POLL_SECONDS = 0.2

@@ -13,6 +13,10 @@
 -- like the constraint's own update did), and a referenced id cannot be changed (ON UPDATE NO ACTION,
 -- as before). One difference: TRUNCATE of either table no longer needs capi_events_log in the same
 -- statement (nothing in qualibot truncates them; `qualibot demo` truncates all of them together).
+-- Dropping a constraint locks the log against every reader and writer until this transaction ends;
+-- behind a long report it would queue the intake's and the sender's writes too. Better to fail
+-- (lock_timeout) and run `qualibot migrate` again than to stall them.
+SET LOCAL lock_timeout = '10s';
 ALTER TABLE capi_events_log DROP CONSTRAINT IF EXISTS capi_events_log_direction_id_fkey;
 ALTER TABLE capi_events_log DROP CONSTRAINT IF EXISTS capi_events_log_dialog_analysis_id_fkey;
 

@@ -89,6 +89,31 @@ async def test_a_failing_migration_leaves_nothing_half_applied(tmp_path: Path) -
         assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
 
 
+async def test_a_migration_that_cannot_get_its_lock_in_time_stops_and_runs_again_later(tmp_path: Path) -> None:
+    """A migration that sets lock_timeout (022 does) stops behind a long report instead of queueing
+    the service's writes behind its lock; nothing of it is applied, and a later run applies it."""
+    async with fresh_database(tmp_path) as dsn:
+        folder = tmp_path / "migrations"
+        folder.mkdir()
+        (folder / "001_first.sql").write_text("CREATE TABLE t_busy (id int);")
+        conn, report = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        try:
+            assert await migrate(conn, folder) == ["001_first.sql"]
+            (folder / "002_second.sql").write_text(
+                "SET LOCAL lock_timeout = '200ms';\nALTER TABLE t_busy ADD COLUMN note text;")
+            async with report.transaction():
+                await report.fetch("SELECT * FROM t_busy")  # a long report holds its share lock
+                with pytest.raises(MigrationError, match=r"002_second\.sql waited too long for a table lock.*"
+                                                         r"nothing of it was applied.*Run `qualibot migrate` again"):
+                    await migrate(conn, folder)
+                assert await conn.fetchval(
+                    "SELECT count(*) FROM information_schema.columns WHERE table_name = 't_busy'") == 1
+            assert await migrate(conn, folder) == ["002_second.sql"]
+        finally:
+            await conn.close()
+            await report.close()
+
+
 async def test_migrate_with_the_database_down_says_so() -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
     code, _, err = await _qualibot("migrate", env=env)
