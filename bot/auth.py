@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jwt
@@ -57,6 +57,25 @@ def jwt_problem(token: str, secret: str, grace_seconds: float) -> str | None:
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def header_credential(headers: Mapping[str, str]) -> bool:
+    """The request brings a secret header or a bearer token (a per-instance webhook)."""
+    return headers.get(SECRET_HEADER) is not None or headers.get("Authorization", "")[:7].lower() == "bearer "
+
+
+def credential_problem(headers: Mapping[str, str], secrets: Iterable[str], grace_seconds: float) -> str | None:
+    """None when the request's secret header or JWT is some instance's (which one, the body will say);
+    else why not. For a large body, checked before it is read."""
+    given = headers.get(SECRET_HEADER)
+    if given is not None:
+        if any(_same(given, secret) for secret in secrets):
+            return None
+        return f"{SECRET_HEADER} matches no configured instance's webhook secret"
+    token = headers.get("Authorization", "")[7:].strip()
+    if any(jwt_problem(token, secret, grace_seconds) is None for secret in secrets):
+        return None
+    return "the JWT is not signed with any configured instance's webhook secret, or has expired"
 
 
 def authenticate(

@@ -13,15 +13,16 @@ Evolution retries 5xx and timeouts but not 4xx, so only server-side failures are
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from bot.auth import authenticate
+from bot.auth import SECRET_HEADER, authenticate, credential_problem, header_credential
 from bot.connections import PinnedConnections
-from bot.instances import INSTANCES, Instance, InstanceCache
+from bot.instances import INSTANCES, WEBHOOK_SECRETS, Instance, InstanceCache, WebhookSecretsCache
 from bot.intake import InstanceGone, Stored, store_messages
 from bot.parse import MESSAGE_EVENTS, BadEvent, Ignored, Invalid, Message, parse_envelope, parse_messages
 from bot.referral import may_carry_referral
@@ -46,9 +47,10 @@ def _unknown(name: str) -> ApiError:
 
 @dataclass
 class LargeBodies:
-    """How many bodies above the app's limit are being read now (`evolution_large_bodies` at most)."""
+    """How many bodies above the app's limit are being read now, `evolution_large_bodies` at most
+    of each kind: `signed` (a header credential of some instance) and `anonymous` (none)."""
 
-    reading: int = 0
+    reading: Counter[str] = field(default_factory=Counter)
 
 
 LARGE_BODIES: web.AppKey[LargeBodies] = web.AppKey("bot_large_bodies", LargeBodies)
@@ -61,10 +63,15 @@ async def _read_body(request: web.Request, limit: int) -> tuple[web.Request, byt
     routes take up to `evolution_max_body_bytes` while the app keeps `max_body_bytes` for the rest.
     A body announced within the app's limit (every text message) is read as it is; only a larger
     or unannounced one needs the request cloned with the higher limit (aiohttp's public way).
-    The body is read before anyone is authenticated (the instance and the global webhook's token
-    are in it), so at most `evolution_large_bodies` of the larger ones are read at a time: another
-    gets 503 at once, which Evolution retries (10 attempts over ~20 minutes by default, evolution-api
-    2.3.7 `webhook.controller.ts` `retryWebhookRequest`; 4xx it does not), while text messages go on.
+    Which instance a request is for is in its body, so a large body is read before the request is
+    authenticated. Two guards bound what that costs:
+    - a secret header or bearer token must be some configured instance's before the body is read
+      (401 otherwise; the instance's own check follows once the body names it);
+    - at most `evolution_large_bodies` of them are read at a time, and as many without a header
+      credential (Evolution's global webhook, whose token is in the body): another gets 503 at once,
+      which Evolution retries (10 attempts over ~20 minutes by default, evolution-api 2.3.7
+      `webhook.controller.ts` `retryWebhookRequest`; 4xx it does not), while text messages go on.
+      Strangers can fill only the anonymous slots, so per-instance webhooks keep theirs.
     """
     settings = request.app[CTX].settings
     size = request.content_length
@@ -72,16 +79,24 @@ async def _read_body(request: web.Request, limit: int) -> tuple[web.Request, byt
         raise _too_large(limit)
     if size is not None and size <= settings.max_body_bytes:
         return request, await _read_within(request, limit)
-    slots = request.app[LARGE_BODIES]
-    if slots.reading >= settings.evolution_large_bodies:
+    signed = header_credential(request.headers)
+    if signed:
+        secrets = await request.app[WEBHOOK_SECRETS].all(request.app[CTX].pool)
+        problem = credential_problem(request.headers, secrets, settings.jwt_grace_seconds)
+        if problem is not None:
+            _count("unauthorized")
+            raise Unauthorized(problem, code="invalid_secret" if SECRET_HEADER in request.headers else "invalid_token")
+    reading = request.app[LARGE_BODIES].reading
+    kind = "signed" if signed else "anonymous"
+    if reading[kind] >= settings.evolution_large_bodies:
         _count("busy")
-        raise ApiError(503, "busy", f"{slots.reading} large webhook bodies are being read; try again later "
-                       "(QUALIBOT_EVOLUTION_LARGE_BODIES)")
-    slots.reading += 1
+        raise ApiError(503, "busy", f"{reading[kind]} large webhook bodies ({kind}) are being read; try again "
+                       "later (QUALIBOT_EVOLUTION_LARGE_BODIES)")
+    reading[kind] += 1
     try:
         return request, await _read_within(request.clone(client_max_size=limit), limit)
     finally:
-        slots.reading -= 1
+        reading[kind] -= 1
 
 
 async def _read_within(request: web.Request, limit: int) -> bytes:
@@ -169,6 +184,7 @@ def add_routes(app: web.Application) -> None:
     """Register the Evolution webhook routes (with and without Evolution's `byEvents` slug)."""
     app[INSTANCES] = InstanceCache()
     app[LARGE_BODIES] = LargeBodies()
+    app[WEBHOOK_SECRETS] = WebhookSecretsCache()
     app[PINNED] = PinnedConnections()
     app.cleanup_ctx.append(_return_pinned)
     app.router.add_post("/webhooks/evolution", evolution_webhook)

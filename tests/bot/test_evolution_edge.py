@@ -259,45 +259,84 @@ async def test_over_the_evolution_limit_is_413(start_bot: StartBot, seeded: asyn
     assert (await counts(seeded))["messages"] == 1
 
 
+def trickle(body: bytes, more: asyncio.Event) -> Any:
+    """The body without a Content-Length, its first 64 KiB at once and the rest when `more` is set."""
+    async def chunks() -> Any:
+        yield body[:65536]
+        await more.wait()
+        yield body[65536:]
+    return chunks()
+
+
 async def test_large_bodies_are_read_a_few_at_a_time_and_text_goes_on(
     start_bot: StartBot, seeded: asyncpg.Pool,
 ) -> None:
-    """The body is read before anyone is authenticated (the global webhook's token is in it): a client
-    trickling one large body holds one of `evolution_large_bodies` slots, another large body gets 503
-    (Evolution retries it) while text messages are served, and the slot is free again afterwards."""
-    photo = json.dumps(base64_body(2 * 1024 * 1024)).encode()  # over QUALIBOT_MAX_BODY_BYTES
+    """A large body is read before the request is authenticated (the instance is named in it). A
+    client trickling one without a header credential (as the global webhook sends) holds one of
+    `evolution_large_bodies` anonymous slots: another such body gets 503 (Evolution retries it),
+    while a per-instance webhook's large body, with its secret, still has its own slots, text
+    messages are served, and the slot is free again afterwards."""
+    global_photo = base64_body(2 * 1024 * 1024)  # over QUALIBOT_MAX_BODY_BYTES
+    global_photo["apikey"] = API_KEY  # how the global webhook authenticates (AUTHENTICATION_EXPOSE_IN_FETCH_INSTANCES)
+    raw = json.dumps(global_photo).encode()
     more = asyncio.Event()
-
-    async def trickled() -> Any:  # no Content-Length, and the rest only when the test says so
-        yield photo[:65536]
-        await more.wait()
-        yield photo[65536:]
 
     async with start_bot(workers=False, evolution_large_bodies=1) as bot:
         async def post_trickled() -> tuple[int, Any]:
-            async with bot.http.post(webhook_url(bot), data=trickled(),
-                                     headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as resp:
+            async with bot.http.post(webhook_url(bot), data=trickle(raw, more), headers={}) as resp:
                 return resp.status, await resp.json()
 
         slow = asyncio.create_task(post_trickled())
         assert bot.app is not None
-        slots = bot.app[LARGE_BODIES]
+        reading = bot.app[LARGE_BODIES].reading
 
-        async def reading() -> bool:
-            return slots.reading == 1
+        async def anonymous_slot_taken() -> bool:
+            return reading["anonymous"] == 1
 
-        await wait_for(reading, what="the trickled body being read")
-        # another large body, from anyone: refused before it is read (a wrong secret would be a 401 after)
-        status, busy = await bot.post(photo, headers={"X-Webhook-Secret": "not-the-secret-of-anyone"})
+        await wait_for(anonymous_slot_taken, what="the trickled body being read")
+        busy = await bot.post(raw, headers={})  # another large body without a header credential
+        signed_photo = base64_body(2 * 1024 * 1024)
+        signed_photo["data"]["key"]["id"] = "3EB0SIGNEDPHOTO1"
+        signed = await bot.post(signed_photo)  # a per-instance webhook, X-Webhook-Secret: its own slots
         text = await bot.post(text_message(PHONE, "Olá", "3EB0LARGE0001"))
         more.set()
         trickled_back = await slow
-        after = await bot.post(base64_body(2 * 1024 * 1024))
-    assert status == 503 and busy["error"] == "busy" and "QUALIBOT_EVOLUTION_LARGE_BODIES" in busy["detail"]
+        after = await bot.post(raw, headers={})
+    assert busy[0] == 503 and busy[1]["error"] == "busy" and "QUALIBOT_EVOLUTION_LARGE_BODIES" in busy[1]["detail"]
+    assert signed[0] == 200 and signed[1]["status"] == "stored"
     assert text[0] == 200 and text[1]["status"] == "stored"
     assert trickled_back[0] == 200 and trickled_back[1]["status"] == "stored"
     assert after[0] == 200 and after[1]["status"] == "duplicate"  # the photo's message id, stored once
-    assert (await counts(seeded))["messages"] == 2
+    assert (await counts(seeded))["messages"] == 3
+
+
+@pytest.mark.parametrize(("headers", "code"), [
+    ({"X-Webhook-Secret": "not-the-secret-of-anyone"}, "invalid_secret"),
+    ({"Authorization": "Bearer " + pyjwt.encode({"exp": int(time.time()) + 600}, "another-key-" + "x" * 20)},
+     "invalid_token"),
+], ids=["secret", "jwt"])
+async def test_a_large_body_with_a_stranger_credential_is_refused_before_it_is_read(
+    headers: dict[str, str], code: str, start_bot: StartBot, seeded: asyncpg.Pool,
+) -> None:
+    raw = json.dumps(base64_body(2 * 1024 * 1024)).encode()
+    more = asyncio.Event()  # never set: the body is never sent whole, so only an early answer comes back
+    async with start_bot(workers=False, evolution_large_bodies=1) as bot:
+        async with bot.http.post(webhook_url(bot), data=trickle(raw, more), headers=headers) as resp:
+            status, answer = resp.status, await asyncio.wait_for(resp.json(), timeout=10)
+        more.set()
+        assert bot.app is not None and sum(bot.app[LARGE_BODIES].reading.values()) == 0
+    assert (status, answer["error"]) == (401, code)
+    assert "no configured instance" in answer["detail"] or "any configured instance" in answer["detail"]
+    assert await counts(seeded) == NOTHING
+
+
+async def test_a_large_body_with_the_instances_jwt_is_read_and_stored(
+    start_bot: StartBot, seeded: asyncpg.Pool,
+) -> None:
+    async with start_bot(workers=False) as bot:
+        status, answer = await bot.post(base64_body(2 * 1024 * 1024),
+                                        headers={"Authorization": f"Bearer {evolution_jwt(WEBHOOK_SECRET)}"})
+    assert (status, answer["status"]) == (200, "stored")
 
 
 async def test_other_routes_keep_their_own_limit(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
