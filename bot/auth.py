@@ -59,9 +59,15 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None without one."""
+    auth = headers.get("Authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else None
+
+
 def header_credential(headers: Mapping[str, str]) -> bool:
     """The request brings a secret header or a bearer token (a per-instance webhook)."""
-    return headers.get(SECRET_HEADER) is not None or headers.get("Authorization", "")[:7].lower() == "bearer "
+    return headers.get(SECRET_HEADER) is not None or _bearer(headers) is not None
 
 
 def credential_problem(headers: Mapping[str, str], secrets: Iterable[str], grace_seconds: float) -> str | None:
@@ -72,8 +78,8 @@ def credential_problem(headers: Mapping[str, str], secrets: Iterable[str], grace
         if any(_same(given, secret) for secret in secrets):
             return None
         return f"{SECRET_HEADER} matches no configured instance's webhook secret"
-    token = headers.get("Authorization", "")[7:].strip()
-    if any(jwt_problem(token, secret, grace_seconds) is None for secret in secrets):
+    token = _bearer(headers)
+    if token is not None and any(jwt_problem(token, secret, grace_seconds) is None for secret in secrets):
         return None
     return "the JWT is not signed with any configured instance's webhook secret, or has expired"
 
@@ -86,10 +92,10 @@ def authenticate(
     given = headers.get(SECRET_HEADER)
     if given is not None and _same(given, secret):
         return "header"
-    auth = headers.get("Authorization", "")
+    token = _bearer(headers)
     problem = None
-    if auth[:7].lower() == "bearer ":
-        problem = jwt_problem(auth[7:].strip(), secret, grace_seconds)
+    if token is not None:
+        problem = jwt_problem(token, secret, grace_seconds)
         if problem is None:
             return "jwt"
     if given is not None:
