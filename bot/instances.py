@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
 from aiohttp import web
 
-from bot.ttl_cache import TtlCache
+from bot.ttl_cache import TtlCache, TtlValue
 from core.jobs import Executor
 
 TTL = 5.0
@@ -66,20 +65,11 @@ class InstanceCache(TtlCache[Instance]):
 INSTANCES: web.AppKey[InstanceCache] = web.AppKey("bot_instances", InstanceCache)
 
 
-async def _webhook_secrets(db: Executor, _key: str) -> tuple[str, ...] | None:
-    rows = await db.fetch("SELECT webhook_secret FROM whatsapp_instances WHERE channel = 'evolution'")
-    return tuple(r["webhook_secret"] for r in rows) or None
-
-
-class WebhookSecretsCache(TtlCache[tuple[str, ...]]):
+async def webhook_secrets(db: Executor) -> tuple[str, ...]:
     """Every Evolution instance's webhook secret: what a header credential must match before a large
     body is read (`bot.routes`), when which instance it is for is still unknown."""
-
-    def __init__(self, ttl: float = TTL) -> None:
-        super().__init__(_webhook_secrets, ttl)
-
-    async def all(self, pool: asyncpg.Pool) -> tuple[str, ...]:
-        return await self.get(pool, "") or ()
+    rows = await db.fetch("SELECT webhook_secret FROM whatsapp_instances WHERE channel = 'evolution'")
+    return tuple(r["webhook_secret"] for r in rows)
 
 
-WEBHOOK_SECRETS: web.AppKey[WebhookSecretsCache] = web.AppKey("bot_webhook_secrets", WebhookSecretsCache)
+WEBHOOK_SECRETS: web.AppKey[TtlValue[tuple[str, ...]]] = web.AppKey("bot_webhook_secrets", TtlValue)

@@ -22,10 +22,11 @@ from aiohttp import web
 
 from bot.auth import SECRET_HEADER, authenticate, credential_problem, header_credential
 from bot.connections import PinnedConnections
-from bot.instances import INSTANCES, WEBHOOK_SECRETS, Instance, InstanceCache, WebhookSecretsCache
+from bot.instances import INSTANCES, TTL, WEBHOOK_SECRETS, Instance, InstanceCache, webhook_secrets
 from bot.intake import InstanceGone, Stored, store_messages
 from bot.parse import MESSAGE_EVENTS, BadEvent, Ignored, Invalid, Message, parse_envelope, parse_messages
 from bot.referral import may_carry_referral
+from bot.ttl_cache import TtlValue
 from core.errors import BadInput, Unauthorized
 from core.logging import get_logger
 from core.metrics import WEBHOOKS
@@ -81,7 +82,7 @@ async def _read_body(request: web.Request, limit: int) -> tuple[web.Request, byt
         return request, await _read_within(request, limit)
     signed = header_credential(request.headers)
     if signed:
-        secrets = await request.app[WEBHOOK_SECRETS].all(request.app[CTX].pool)
+        secrets = await request.app[WEBHOOK_SECRETS].get(request.app[CTX].pool)
         problem = credential_problem(request.headers, secrets, settings.jwt_grace_seconds)
         if problem is not None:
             _count("unauthorized")
@@ -184,7 +185,7 @@ def add_routes(app: web.Application) -> None:
     """Register the Evolution webhook routes (with and without Evolution's `byEvents` slug)."""
     app[INSTANCES] = InstanceCache()
     app[LARGE_BODIES] = LargeBodies()
-    app[WEBHOOK_SECRETS] = WebhookSecretsCache()
+    app[WEBHOOK_SECRETS] = TtlValue(webhook_secrets, TTL)
     app[PINNED] = PinnedConnections()
     app.cleanup_ctx.append(_return_pinned)
     app.router.add_post("/webhooks/evolution", evolution_webhook)

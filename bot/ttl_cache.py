@@ -3,7 +3,9 @@
 Every webhook needs its instance or number (secret, account) first; reading it from the database
 would double intake's round trips, so a process keeps each row it has seen for `ttl` seconds (a
 changed secret takes effect within that time). Unknown keys are not cached, so a newly configured
-instance or number works at once.
+instance or number works at once. `TtlValue` keeps one value read whole (every app secret, every
+webhook secret) the same way; a caller that finds no match in it reads it anew once (`fresh`), so
+a secret configured in the last seconds is not refused.
 """
 
 from __future__ import annotations
@@ -40,3 +42,16 @@ class TtlCache(Generic[V]):
 
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)
+
+
+class TtlValue(Generic[V]):
+    def __init__(self, load: Callable[[asyncpg.Pool], Awaitable[V]], ttl: float) -> None:
+        self.load = load
+        self.ttl = ttl
+        self._value: tuple[float, V] | None = None
+
+    async def get(self, pool: asyncpg.Pool, *, fresh: bool = False) -> V:
+        now = time.monotonic()
+        if fresh or self._value is None or self._value[0] <= now:
+            self._value = (now + self.ttl, await self.load(pool))
+        return self._value[1]

@@ -10,12 +10,11 @@ for `TTL` seconds (`bot.ttl_cache`), so the hot path reads nothing before the si
 from __future__ import annotations
 
 import hmac
-import time
 from dataclasses import dataclass
 
 import asyncpg
 
-from bot.ttl_cache import TtlCache
+from bot.ttl_cache import TtlCache, TtlValue
 from core.jobs import Executor
 
 TTL = 5.0
@@ -74,13 +73,10 @@ async def distinct_app_secrets(db: Executor) -> list[str]:
 class NumberCache(TtlCache[CloudNumber]):
     def __init__(self, ttl: float = TTL) -> None:
         super().__init__(load_number, ttl)
-        self._secrets: tuple[float, list[str]] = (0.0, [])
+        self._secrets = TtlValue(distinct_app_secrets, ttl)
 
     async def app_secrets(self, pool: asyncpg.Pool, *, fresh: bool = False) -> list[str]:
         """The app secrets a webhook may be signed with (one per Meta app; usually one in all)."""
-        now = time.monotonic()
-        if fresh or self._secrets[0] <= now:
-            self._secrets = (now + self.ttl, await distinct_app_secrets(pool))
-        return self._secrets[1]
+        return await self._secrets.get(pool, fresh=fresh)
 
 
