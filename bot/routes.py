@@ -82,8 +82,11 @@ async def _read_body(request: web.Request, limit: int) -> tuple[web.Request, byt
         return request, await _read_within(request, limit)
     signed = header_credential(request.headers)
     if signed:
-        secrets = await request.app[WEBHOOK_SECRETS].get(request.app[CTX].pool)
-        problem = credential_problem(request.headers, secrets, settings.jwt_grace_seconds)
+        secrets, pool = request.app[WEBHOOK_SECRETS], request.app[CTX].pool
+        problem = credential_problem(request.headers, await secrets.get(pool), settings.jwt_grace_seconds)
+        if problem is not None:  # an instance configured in the last seconds is not cached yet: look once more
+            problem = credential_problem(request.headers, await secrets.get(pool, fresh=True),
+                                         settings.jwt_grace_seconds)
         if problem is not None:
             _count("unauthorized")
             raise Unauthorized(problem, code="invalid_secret" if SECRET_HEADER in request.headers else "invalid_token")

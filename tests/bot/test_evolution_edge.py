@@ -339,6 +339,23 @@ async def test_a_large_body_with_the_instances_jwt_is_read_and_stored(
     assert (status, answer["status"]) == (200, "stored")
 
 
+async def test_a_large_body_of_an_instance_configured_seconds_ago_is_read(
+    start_bot: StartBot, seeded: asyncpg.Pool,
+) -> None:
+    """The secrets are cached for a few seconds; a 401 is final for Evolution, so a secret that is not
+    among them yet is looked for once more before the body is refused."""
+    async with start_bot(workers=False) as bot:
+        assert (await bot.post(base64_body(2 * 1024 * 1024)))[0] == 200  # the secrets are cached now
+        fresh_secret = "a-new-instance-secret-0123456789"
+        await seeded.execute(
+            """INSERT INTO whatsapp_instances (name, account_id, api_url, api_key, webhook_secret, channel)
+               VALUES ('clinic-new', 'clinic', 'http://127.0.0.1:9', 'new-key', $1, 'evolution')""", fresh_secret)
+        photo = base64_body(2 * 1024 * 1024)
+        photo["instance"] = "clinic-new"
+        status, answer = await bot.post(photo, headers={"X-Webhook-Secret": fresh_secret})
+    assert (status, answer["status"]) == (200, "stored")
+
+
 async def test_other_routes_keep_their_own_limit(start_bot: StartBot, seeded: asyncpg.Pool) -> None:
     form = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "1", "auth[application_token]": B24_APP_TOKEN,
             "padding": "x" * (2 * 1024 * 1024)}
