@@ -218,6 +218,7 @@ async def export_config(pool: asyncpg.Pool, *, show_secrets: bool = False) -> di
         dirs = await conn.fetch("SELECT * FROM account_directions ORDER BY id")
         insts = await conn.fetch("SELECT * FROM whatsapp_instances ORDER BY name")
         clouds = await conn.fetch("SELECT * FROM whatsapp_cloud_numbers ORDER BY phone_number_id")
+    directions_of = {r["name"]: r["default_direction_id"] for r in insts}  # a Cloud number's, by its instance
     result = []
     for a in accounts:
         acc = _clean({
@@ -235,7 +236,6 @@ async def export_config(pool: asyncpg.Pool, *, show_secrets: bool = False) -> di
             }, show_secrets)
             for r in insts if r["account_id"] == a["id"] and r["channel"] == "evolution"
         ]
-        directions_of = {r["name"]: r["default_direction_id"] for r in insts}
         acc["whatsapp_cloud_numbers"] = [
             _clean({
                 "phone_number_id": r["phone_number_id"], "waba_id": r["waba_id"],
