@@ -15,11 +15,15 @@ counts in the service's requests/s and CPU. Prints the ratio, and how long messa
 the drain (receipt to link).
 
     .venv/bin/python bench/ingest.py [--requests 4000] [--rounds 3] [--concurrency 32] [--half-seconds 5]
-        [--preload N] [--compare-preload 10000,1000000] [--route evolution|cloud]
+        [--preload N] [--compare-preload 10000,1000000] [--route evolution|cloud] [--intake linked|store]
 
 `--route cloud` posts Meta's WhatsApp Cloud API webhook instead (`POST /webhooks/whatsapp-cloud`,
 Meta's documented text message, signed with the number's app secret), each a new chat, at the
 service, and the same bodies at the same raw-insert baseline in the same run.
+
+`--intake store` holds the service's drain (`bench/serve_store_only.py`): a round ends at its last 200,
+so what is measured is the webhook's own step (authenticate, parse, group commit), without the
+lead, dialog and job each message is linked to. It splits the service's cost between the two steps.
 
 `--preload N` first stores N messages (N/10 dialogs and leads, set-based SQL) and ANALYZEs, so the
 intake runs against large tables; `--compare-preload A,B` runs the whole benchmark once per size
@@ -382,8 +386,10 @@ async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
             await preload(pool, preload_messages)
         names = ("baseline", "service")
         ports = {name: free_port() for name in names}
-        command = args.service_cmd.split() if args.service_cmd else [
-            str(ROOT / ".venv" / "bin" / "qualibot"), "serve"]
+        linking = args.intake == "linked"  # else the drain is held: the store step alone
+        command = args.service_cmd.split() if args.service_cmd else (
+            [str(ROOT / ".venv" / "bin" / "qualibot"), "serve"] if linking
+            else [sys.executable, str(ROOT / "bench" / "serve_store_only.py")])
         procs = {"baseline": start_baseline(dsn, ports["baseline"]),
                  "service": start_service(dsn, ports["service"], command)}
         peaks: dict[str, list[Result]] = {name: [] for name in names}
@@ -398,22 +404,24 @@ async def run(args: argparse.Namespace, preload_messages: int = 0) -> Outcome:
             for name in names:  # warm up both: connections, prepared statements, caches
                 await closed_loop(urls[name] + ROUTE.path, [gen.next() for _ in range(500)],
                                   args.concurrency)
-            await all_linked(pool)
+            if linking:
+                await all_linked(pool)
             first = await last_message_id(pool)
             for _ in range(args.rounds):  # alternate, so a noisy moment hurts both alike
                 for name in names:
                     bodies = [gen.next() for _ in range(args.requests)]
                     result, cost = await measure(urls[name], procs[name], pool, bodies, args.concurrency,
-                                                 drained=name == "service")
+                                                 drained=linking and name == "service")
                     peaks[name].append(result)
                     costs[name].append(cost)
-            lag_ms["peak"] = tuple(await pool.fetchrow(LAG_SQL, first, await last_message_id(pool)))
+            if linking:
+                lag_ms["peak"] = tuple(await pool.fetchrow(LAG_SQL, first, await last_message_id(pool)))
             for name in names:
                 rate = statistics.median(r.rps for r in peaks[name]) / 2
                 bodies = [gen.next() for _ in range(int(rate * args.half_seconds))]
                 first = await last_message_id(pool)
                 halves[name] = await open_loop(urls[name] + ROUTE.path, bodies, rate)
-                if name == "service":
+                if linking and name == "service":
                     await all_linked(pool)
                     lag_ms["half"] = tuple(await pool.fetchrow(LAG_SQL, first, await last_message_id(pool)))
             stored = await pool.fetchval("SELECT count(*) FROM messages") - preload_messages
@@ -460,7 +468,8 @@ async def run_once(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace, outcome: Outcome) -> None:
     peaks, costs, halves, stored, jobs = outcome.peaks, outcome.costs, outcome.halves, outcome.stored, outcome.jobs
-    print(f"route: {ROUTE.path} ({args.route})")
+    print(f"route: {ROUTE.path} ({args.route}); service measured "
+          + ("until every message is linked" if args.intake == "linked" else "at the store step alone (drain held)"))
     print(f"ingest: {args.rounds} alternating rounds of {args.requests} requests per server, concurrency "
           f"{args.concurrency}, every request a new chat; {os.cpu_count()} CPUs shared by the load generator, "
           "both servers and PostgreSQL")
@@ -505,6 +514,9 @@ def main() -> int:
                         help="store N messages (N/10 dialogs and leads) before the run")
     parser.add_argument("--compare-preload", default="", metavar="A,B",
                         help="run once per preloaded size (e.g. 10000,1000000) and compare the service's p99")
+    parser.add_argument("--intake", choices=("linked", "store"), default="linked",
+                        help="linked: a service round ends when the drain has linked every message; store: "
+                             "the drain held (bench/serve_store_only.py), the webhook's own step alone")
     parser.add_argument("--route", choices=sorted(ROUTES), default="evolution",
                         help="which webhook the service gets: Evolution's, or Meta's WhatsApp Cloud API")
     args = parser.parse_args()
