@@ -53,7 +53,9 @@ async def test_concurrent_drains_never_take_the_same_messages(start_bot: StartBo
         for i in range(BATCH + 10):
             await bot.post(text_message(f"7916{i:07d}", "oi", f"3EB0LOCK{i}"))
         first, second = await asyncio.gather(drain(seeded, bot.settings), drain(seeded, bot.settings))
-        assert sorted([first, second]) in ([0, BATCH], [10, BATCH])  # never the same messages twice
+        # each drain locks its own partitions: one may take all it can reach and the other the
+        # rest, or they split the partitions between them (e.g. 192 and 318); never a message twice
+        assert max(first, second) <= BATCH and first + second <= BATCH + 10
         await bot.drain()
     assert await seeded.fetchval("SELECT sum(client_message_count) FROM dialog_analysis") == BATCH + 10
 
