@@ -70,17 +70,22 @@ def header_credential(headers: Mapping[str, str]) -> bool:
     return headers.get(SECRET_HEADER) is not None or _bearer(headers) is not None
 
 
-def credential_problem(headers: Mapping[str, str], secrets: Iterable[str], grace_seconds: float) -> str | None:
-    """None when the request's secret header or JWT is some instance's (which one, the body will say);
-    else why not. For a large body, checked before it is read."""
+def credential_secret(headers: Mapping[str, str], secrets: Iterable[str], grace_seconds: float) -> str | None:
+    """The instance secret the request's secret header or JWT was made with (which instance, the body
+    will say); None when it is none of them. For a large body, checked before it is read."""
     given = headers.get(SECRET_HEADER)
     if given is not None:
-        if any(_same(given, secret) for secret in secrets):
-            return None
-        return f"{SECRET_HEADER} matches no configured instance's webhook secret"
+        return next((secret for secret in secrets if _same(given, secret)), None)
     token = _bearer(headers)
-    if token is not None and any(jwt_problem(token, secret, grace_seconds) is None for secret in secrets):
+    if token is None:
         return None
+    return next((secret for secret in secrets if jwt_problem(token, secret, grace_seconds) is None), None)
+
+
+def credential_problem(headers: Mapping[str, str]) -> str:
+    """Why a header credential that `credential_secret` matched to no instance is refused."""
+    if headers.get(SECRET_HEADER) is not None:
+        return f"{SECRET_HEADER} matches no configured instance's webhook secret"
     return "the JWT is not signed with any configured instance's webhook secret, or has expired"
 
 

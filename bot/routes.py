@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.auth import SECRET_HEADER, authenticate, credential_problem, header_credential
+from bot.auth import SECRET_HEADER, authenticate, credential_problem, credential_secret, header_credential
 from bot.connections import PinnedConnections
 from bot.instances import INSTANCES, TTL, WEBHOOK_SECRETS, Instance, InstanceCache, webhook_secrets
 from bot.intake import InstanceGone, Stored, store_messages
@@ -82,14 +82,13 @@ async def _read_body(request: web.Request, limit: int) -> tuple[web.Request, byt
         return request, await _read_within(request, limit)
     signed = header_credential(request.headers)
     if signed:
-        secrets, pool = request.app[WEBHOOK_SECRETS], request.app[CTX].pool
-        problem = credential_problem(request.headers, await secrets.get(pool), settings.jwt_grace_seconds)
-        if problem is not None:  # an instance configured in the last seconds is not cached yet: look once more
-            problem = credential_problem(request.headers, await secrets.get(pool, fresh=True),
-                                         settings.jwt_grace_seconds)
-        if problem is not None:
+        grace = settings.jwt_grace_seconds
+        matched = await request.app[WEBHOOK_SECRETS].find(
+            request.app[CTX].pool, lambda secrets: credential_secret(request.headers, secrets, grace))
+        if matched is None:
             _count("unauthorized")
-            raise Unauthorized(problem, code="invalid_secret" if SECRET_HEADER in request.headers else "invalid_token")
+            raise Unauthorized(credential_problem(request.headers),
+                               code="invalid_secret" if SECRET_HEADER in request.headers else "invalid_token")
     reading = request.app[LARGE_BODIES].reading
     kind = "signed" if signed else "anonymous"
     if reading[kind] >= settings.evolution_large_bodies:

@@ -4,8 +4,8 @@ Every webhook needs its instance or number (secret, account) first; reading it f
 would double intake's round trips, so a process keeps each row it has seen for `ttl` seconds (a
 changed secret takes effect within that time). Unknown keys are not cached, so a newly configured
 instance or number works at once. `TtlValue` keeps one value read whole (every app secret, every
-webhook secret) the same way; a caller that finds no match in it reads it anew once (`fresh`), so
-a secret configured in the last seconds is not refused.
+webhook secret) the same way; `find` looks for a match in it and, finding none, reads it anew once,
+so a secret configured in the last seconds is not refused.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 import asyncpg
 
 V = TypeVar("V")
+T = TypeVar("T")
 MAX_ENTRIES = 10_000  # bound memory against a flood of made-up keys
 
 
@@ -55,3 +56,8 @@ class TtlValue(Generic[V]):
         if fresh or self._value is None or self._value[0] <= now:
             self._value = (now + self.ttl, await self.load(pool))
         return self._value[1]
+
+    async def find(self, pool: asyncpg.Pool, match: Callable[[V], T | None]) -> T | None:
+        """`match` of the kept value; when it finds nothing, of the value read anew (once)."""
+        found = match(await self.get(pool))
+        return found if found is not None else match(await self.get(pool, fresh=True))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-import asyncpg
-
 from bot.ttl_cache import TtlCache, TtlValue
 from core.jobs import Executor
 
@@ -73,10 +71,7 @@ async def distinct_app_secrets(db: Executor) -> list[str]:
 class NumberCache(TtlCache[CloudNumber]):
     def __init__(self, ttl: float = TTL) -> None:
         super().__init__(load_number, ttl)
-        self._secrets = TtlValue(distinct_app_secrets, ttl)
-
-    async def app_secrets(self, pool: asyncpg.Pool, *, fresh: bool = False) -> list[str]:
-        """The app secrets a webhook may be signed with (one per Meta app; usually one in all)."""
-        return await self._secrets.get(pool, fresh=fresh)
+        # the app secrets a webhook may be signed with (one per Meta app; usually one in all)
+        self.app_secrets = TtlValue(distinct_app_secrets, ttl)
 
 

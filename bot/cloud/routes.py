@@ -64,9 +64,7 @@ async def webhook(request: web.Request) -> web.Response:
     raw = await read_body(request)  # the app's size limit (413) and body deadline (408)
     cache = request.app[NUMBERS]
     header = request.headers.get(HEADER)
-    secret = matching_secret(raw, header, await cache.app_secrets(ctx.pool))
-    if secret is None:  # a secret configured in the last seconds is not cached yet: look once more
-        secret = matching_secret(raw, header, await cache.app_secrets(ctx.pool, fresh=True))
+    secret = await cache.app_secrets.find(ctx.pool, lambda secrets: matching_secret(raw, header, secrets))
     if secret is None:
         _count("unauthorized")
         raise ApiError(401, "bad_signature", f"{HEADER} is missing or is not the HMAC-SHA256 of the body "

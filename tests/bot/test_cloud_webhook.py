@@ -138,6 +138,19 @@ async def test_a_body_signed_with_another_apps_secret_is_401(cloud_app: Any) -> 
         assert (await app.counts())["messages"] == 0
 
 
+async def test_a_number_configured_seconds_ago_with_its_own_app_secret_is_accepted(cloud_app: Any) -> None:
+    """The app secrets are cached for a few seconds; a 401 is final for Meta's delivery of that
+    message, so a signature that matches none of them is checked once more against a fresh read."""
+    async with cloud_app() as app:
+        assert (await post(app.http, app.url, text_body(PHONE, "hi", "wamid.OLD")))[0] == 200  # cached now
+        cfg = with_cloud_number(with_cloud_number(tenant_config()), number_id="106540352249999")
+        cfg["accounts"][0]["whatsapp_cloud_numbers"][1]["app_secret"] = "a-second-meta-apps-secret-0000"
+        await seed(app.db, cfg)
+        status, answer = await post(app.http, app.url, text_body(PHONE, "hi", "wamid.NEW", number_id="106540352249999"),
+                                    secret="a-second-meta-apps-secret-0000")
+        assert (status, answer["results"]) == (200, [{"id": "wamid.NEW", "status": "stored"}])
+
+
 async def test_an_unknown_phone_number_id_is_404_and_writes_nothing(cloud_app: Any) -> None:
     async with cloud_app() as app:
         known = text_body(PHONE, "hi", "wamid.K1")
